@@ -1,0 +1,360 @@
+"""Models used in the course.
+
+* ``load_model("course")`` -- the course's own small VGG-style CNN, trained from
+  scratch on Imagenette (10 ImageNet classes) by ``python -m course_lib.train``.
+  Its weights ship in ``data/course_model.pt``.
+* ``load_model("vgg16" | "vgg19" | "resnet18" | "squeezenet1_1" | "alexnet")`` --
+  torchvision's ImageNet models, through torchvision's own weights API
+  (downloaded on first use and cached under ``$TORCH_HOME``).
+
+Every model comes back in eval mode with frozen parameters and carries what the
+course needs as attributes:
+
+    model.class_names   list of class names (index -> name)
+    model.input_size    side of the square input the model was trained at
+    model.mean, .std    per-channel normalisation, x_norm = (x - mean) / std
+    model.layer_names   lecture names ("conv1_1", "relu5_3", "pool4", "fc", ...)
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The course model's architecture: one tuple per block, (out_channels of each
+#: conv in the block). Block 1 is a single 5x5 stride-2 conv (big RGB filters
+#: worth looking at, as in AlexNet); the other convs are 3x3, padding 1.
+COURSE_BLOCKS = ((64,), (128,), (192, 192), (384, 384))
+COURSE_INPUT_SIZE = 128
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+COURSE_WEIGHTS = DATA_DIR / "course_model.pt"
+COURSE_RECORD = DATA_DIR / "course_model.json"
+
+
+class CourseNet(nn.Module):
+    """A small VGG-style CNN: conv/ReLU/max-pool blocks, global average pooling, one linear layer.
+
+    Shapes for a 128x128 input (the model's ``input_size``)::
+
+        conv1_1  5x5/2, 3->64      64x64     pool1 -> 32x32
+        conv2_1  3x3,  64->128     32x32     pool2 -> 16x16
+        conv3_1,2 3x3, ->192       16x16     pool3 ->  8x8
+        conv4_1,2 3x3, ->384        8x8      (last conv: 8x8 maps for CAM)
+        gap: mean over the 8x8 positions -> 384 numbers
+        fc:  384 -> 10 class scores
+
+    ``batch_norm=True`` adds a BatchNorm after every conv (used only while
+    training; :func:`fold_batch_norm` removes it again for the shipped model).
+    """
+
+    def __init__(self, num_classes: int = 10, blocks=COURSE_BLOCKS, batch_norm: bool = False):
+        super().__init__()
+        layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+        in_ch = 3
+        for b, widths in enumerate(blocks, start=1):
+            for i, out_ch in enumerate(widths, start=1):
+                if b == 1 and i == 1:
+                    conv = nn.Conv2d(in_ch, out_ch, kernel_size=5, stride=2, padding=2, bias=not batch_norm)
+                else:
+                    conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=not batch_norm)
+                layers[f"conv{b}_{i}"] = conv
+                if batch_norm:
+                    layers[f"bn{b}_{i}"] = nn.BatchNorm2d(out_ch)
+                layers[f"relu{b}_{i}"] = nn.ReLU(inplace=True)
+                in_ch = out_ch
+            if b < len(blocks):
+                layers[f"pool{b}"] = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.features = nn.Sequential(layers)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.gap(self.features(x)), 1))
+
+
+@torch.no_grad()
+def fold_batch_norm(model: CourseNet) -> CourseNet:
+    """Return a plain conv/ReLU/pool copy of ``model`` with every BatchNorm folded into its conv.
+
+    In eval mode BN computes y = gamma * (z - mu) / sqrt(var + eps) + beta with
+    z = W * x + b, which is again a convolution:
+
+        W' = W * s,   b' = (b - mu) * s + beta,   s = gamma / sqrt(var + eps)
+    """
+    blocks = []
+    current, b_prev = [], 1
+    for name, m in model.features.named_children():
+        if name.startswith("conv"):
+            b = int(name[4:].split("_")[0])
+            if b != b_prev:
+                blocks.append(tuple(current))
+                current, b_prev = [], b
+            current.append(m.out_channels)
+    blocks.append(tuple(current))
+    plain = CourseNet(num_classes=model.fc.out_features, blocks=tuple(blocks), batch_norm=False)
+    src = dict(model.features.named_children())
+    for name, conv in plain.features.named_children():
+        if not name.startswith("conv"):
+            continue
+        c = src[name]
+        bn = src.get("bn" + name[4:])
+        w = c.weight.detach().clone()
+        bias = c.bias.detach().clone() if c.bias is not None else torch.zeros(w.shape[0])
+        if bn is not None:
+            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            w = w * s[:, None, None, None]
+            bias = (bias - bn.running_mean) * s + bn.bias
+        conv.weight.copy_(w)
+        conv.bias.copy_(bias)
+    plain.fc.load_state_dict(model.fc.state_dict())
+    return plain.eval()
+
+
+# --------------------------------------------------------------------------- lecture names
+
+def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
+    """Map lecture layer names to module paths.
+
+    * the course model: ``conv1_1 -> features.conv1_1`` ... and ``fc -> fc``;
+    * VGG: ``conv{block}_{i}``, ``relu{block}_{i}``, ``pool{block}`` in ``features``
+      (a block ends at each max-pool), ``fc6, relu6, drop6, fc7, relu7, drop7, fc8``
+      in ``classifier``;
+    * AlexNet: ``conv1..conv5``, ``relu1..relu5``, ``pool1, pool2, pool5``, then as VGG.
+
+    Every model also gets ``fc`` for the layer that outputs the class scores.
+    """
+    names: "OrderedDict[str, str]" = OrderedDict()
+    if isinstance(model, CourseNet):
+        for n, _ in model.features.named_children():
+            names[n] = f"features.{n}"
+        names["gap"] = "gap"
+        names["fc"] = "fc"
+        return names
+    features = getattr(model, "features", None)
+    classifier = getattr(model, "classifier", None)
+    kind = type(model).__name__
+    if kind in ("VGG", "AlexNet") and isinstance(features, nn.Sequential):
+        block, i, n_conv = 1, 0, 0
+        last_relu_tag = ""
+        for idx, m in features.named_children():
+            if isinstance(m, nn.Conv2d):
+                i += 1
+                n_conv += 1
+                tag = f"{block}_{i}" if kind == "VGG" else f"{n_conv}"
+                names[f"conv{tag}"] = f"features.{idx}"
+                last_relu_tag = tag
+            elif isinstance(m, nn.ReLU):
+                names[f"relu{last_relu_tag}"] = f"features.{idx}"
+            elif isinstance(m, nn.MaxPool2d):
+                tag = block if kind == "VGG" else n_conv
+                names[f"pool{tag}"] = f"features.{idx}"
+                block, i = block + 1, 0
+        if isinstance(classifier, nn.Sequential):
+            n = 6
+            for idx, m in classifier.named_children():
+                if isinstance(m, nn.Linear):
+                    names[f"fc{n}"] = f"classifier.{idx}"
+                    last = f"classifier.{idx}"
+                elif isinstance(m, nn.ReLU):
+                    names[f"relu{n}"] = f"classifier.{idx}"
+                elif isinstance(m, nn.Dropout):
+                    names[f"drop{n}"] = f"classifier.{idx}"
+                if isinstance(m, (nn.ReLU,)):
+                    n += 1
+            names["fc"] = last
+    return names
+
+
+def layer_paths(model: nn.Module) -> list[str]:
+    """Every valid name for :func:`get_layer`: lecture names first, then all module paths."""
+    paths = [p for p, _ in model.named_modules() if p]
+    return list(lecture_names(model)) + paths
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name``: a lecture name (``"conv5_3"``, ``"relu4_2"``, ``"pool3"``,
+    ``"fc"``) or a plain module path (``"features.28"``, ``"layer4.1.conv2"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"layer name must be a string, not {type(name).__name__}")
+    path = lecture_names(model).get(name, name)
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        valid = layer_paths(model)
+        raise KeyError(f"{type(model).__name__} has no layer {name!r}. Valid names: {', '.join(valid)}") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+TORCHVISION_MODELS = ("vgg16", "vgg19", "resnet18", "squeezenet1_1", "alexnet")
+MODEL_NAMES = ("course",) + TORCHVISION_MODELS
+
+
+class ModelUnavailableError(RuntimeError):
+    """Weights for a model could not be found or downloaded."""
+
+
+def _prepare(model: nn.Module, class_names, input_size, mean, std, device) -> nn.Module:
+    """Eval mode, frozen parameters, and the attributes the course relies on."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.class_names = list(class_names)
+    model.input_size = int(input_size)
+    model.mean = tuple(float(m) for m in mean)
+    model.std = tuple(float(s) for s in std)
+    model.layer_names = list(lecture_names(model))
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def load_course_model(weights: Path | str = COURSE_WEIGHTS, device=None) -> CourseNet:
+    """The course's own CNN with its shipped weights (checked against the sha256 in its JSON record)."""
+    weights = Path(weights)
+    record_path = weights.with_suffix(".json")
+    if not weights.exists() or not record_path.exists():
+        raise ModelUnavailableError(
+            f"the course model's weights are missing ({weights} and {record_path.name}). "
+            f"They ship with the repository; restore them with `git checkout -- data/` or retrain "
+            f"them with `python -m course_lib.train`.")
+    record = json.loads(record_path.read_text())
+    from .data import ChecksumError, sha256_of
+    actual = sha256_of(weights)
+    if actual != record["weights_sha256"]:
+        raise ChecksumError(
+            f"{weights} is corrupt or was replaced: sha256 {actual}, expected {record['weights_sha256']} "
+            f"(from {record_path.name}). Restore it with `git checkout -- {weights.name}` or retrain.")
+    model = CourseNet(num_classes=len(record["classes"]), blocks=tuple(tuple(b) for b in record["blocks"]))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.record = record
+    return _prepare(model, record["classes"], record["input_size"], record["mean"], record["std"], device)
+
+
+def load_torchvision_model(name: str, device=None) -> nn.Module:
+    """A torchvision ImageNet model with its default weights, via torchvision's weights API.
+
+    The weights file is downloaded on first use into ``$TORCH_HOME/hub/checkpoints``
+    (``~/.cache/torch`` by default). Offline, with no cached file, a clear error says
+    which file to put where.
+    """
+    import torchvision
+    from torch.hub import get_dir
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    filename = os.path.basename(weights.url)
+    folder = Path(get_dir()) / "checkpoints"
+    if (folder / filename).exists():
+        model = torchvision.models.get_model(name, weights=weights)
+    else:
+        try:
+            model = torchvision.models.get_model(name, weights=weights)  # downloads the file
+        except OSError as err:  # URLError, timeouts, DNS failures are all OSErrors
+            raise ModelUnavailableError(
+                f"cannot load {name}'s ImageNet weights: {filename} is not in {folder} and downloading "
+                f"{weights.url} failed ({err}). Connect to the internet once, or download that file and "
+                f"put it in {folder} (set TORCH_HOME to use another cache folder).") from err
+    meta = weights.meta
+    return _prepare(model, meta["categories"], 224, IMAGENET_MEAN, IMAGENET_STD, device)
+
+
+def load_model(name: str = "course", device=None) -> nn.Module:
+    """Load a model by name: ``"course"`` or one of ``vgg16, vgg19, resnet18, squeezenet1_1, alexnet``.
+
+    The model is in eval mode, its parameters are frozen, and it carries
+    ``class_names``, ``input_size``, ``mean``, ``std`` and ``layer_names``.
+    """
+    if name == "course":
+        return load_course_model(device=device)
+    if name in TORCHVISION_MODELS:
+        return load_torchvision_model(name, device=device)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+# --------------------------------------------------------------------------- looking inside
+
+class record_activations:
+    """Context manager that records the outputs of named layers during forward passes.
+
+        with record_activations(model, ["conv1_1", "fc"]) as acts:
+            model(x)
+        acts["conv1_1"]   # tensor [N, C, H, W]
+
+    The hooks are removed when the block ends, even if it raises.
+    """
+
+    def __init__(self, model: nn.Module, names, detach: bool = True):
+        self.model, self.names, self.detach = model, list(names), detach
+        self.activations: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def __enter__(self):
+        for name in self.names:
+            layer = get_layer(self.model, name)
+
+            def hook(_m, _inp, out, name=name):
+                self.activations[name] = out.detach() if self.detach else out
+
+            self._handles.append(layer.register_forward_hook(hook))
+        return self.activations
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return False
+
+
+def layer_table(model: nn.Module, input_size: int | None = None) -> list[dict]:
+    """One row per lecture layer: name, type, output shape (for one input image) and parameter count."""
+    size = input_size or getattr(model, "input_size", 224)
+    names = [n for n in lecture_names(model)] or [p for p, m in model.named_modules() if p and not list(m.children())]
+    device = next(model.parameters()).device
+    with torch.no_grad(), record_activations(model, names) as acts:
+        model(torch.zeros(1, 3, size, size, device=device))
+    rows = []
+    for n in names:
+        m = get_layer(model, n)
+        rows.append({"name": n, "type": type(m).__name__, "output": tuple(acts[n].shape[1:]),
+                     "params": sum(p.numel() for p in m.parameters(recurse=False))})
+    return rows
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset, indices=None, batch_size: int = 64,
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class scores for the images ``dataset[i]`` (PIL image, label) for ``i`` in ``indices`` (default: all).
+
+    Returns ``(logits [N, classes], labels [N])``, batched, with a progress bar.
+    """
+    from tqdm.auto import tqdm
+    from .imaging import preprocess
+
+    idx = list(range(len(dataset))) if indices is None else list(indices)
+    logits, labels = [], []
+    device = next(model.parameters()).device
+    for s in tqdm(range(0, len(idx), batch_size), desc="predict", disable=not progress, unit="batch"):
+        batch = [dataset[i] for i in idx[s:s + batch_size]]
+        x = torch.cat([preprocess(img, model) for img, _ in batch]).to(device)
+        logits.append(model(x).cpu())
+        labels += [y for _, y in batch]
+    return torch.cat(logits), torch.tensor(labels)
+
+
+@torch.no_grad()
+def classify(model: nn.Module, image, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes of one image: ``[(class name, softmax probability), ...]``."""
+    from .imaging import preprocess
+
+    x = preprocess(image, model)
+    probs = torch.softmax(model(x), dim=1)[0]
+    top = probs.topk(min(k, probs.numel()))
+    return [(model.class_names[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]

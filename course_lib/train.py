@@ -1,0 +1,211 @@
+"""Train the course's CNN from scratch on Imagenette, then ship it to ``data/``.
+
+    python -m course_lib.train                 # the real run (about 60-80 min on 2 CPU cores)
+    python -m course_lib.train --resume        # carry on from the last epoch's checkpoint
+    python -m course_lib.train --device cuda   # the same script on a GPU
+
+Recipe: SGD with Nesterov momentum and a one-cycle learning rate, label smoothing 0.1,
+weight decay on conv/linear weights, random-resized crops + horizontal flips, and
+progressive resizing (small crops early, the model's 128 px input at the end).
+The images are decoded once into a uint8 tensor cache (``data/cache/``) and the
+augmentations run batched on tensors, so two CPU cores spend their time on the net.
+
+After the last epoch the BatchNorms are folded into the convolutions
+(:func:`course_lib.models.fold_batch_norm`), the plain model is evaluated on all of
+Imagenette val with the course's own preprocessing, and the weights plus a JSON
+record (accuracy, epochs, seed, time, data checksum) are written to ``data/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import data as cdata
+from .imaging import fit_to_square
+from .models import (COURSE_BLOCKS, COURSE_INPUT_SIZE, COURSE_RECORD, COURSE_WEIGHTS,
+                     IMAGENET_MEAN, IMAGENET_STD, CourseNet, fold_batch_norm)
+
+
+def decode_split(split: str, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split as a uint8 tensor [N,3,224,224] and labels [N] (cached on disk)."""
+    path = cache_dir / f"imagenette_{split}_224.npz"
+    if path.exists():
+        z = np.load(path)
+        return torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
+    ds = cdata.imagenette(split)
+    x = np.empty((len(ds), 3, 224, 224), dtype=np.uint8)
+    for i in tqdm(range(len(ds)), desc=f"decode {split}", unit="img"):
+        img, _ = ds[i]
+        if img.size != (224, 224):
+            img = img.resize((224, 224), 2)  # the network copy (160 px) is not pre-squashed
+        x[i] = np.asarray(img).transpose(2, 0, 1)
+    y = np.asarray(ds.targets, dtype=np.int64)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, x=x, y=y)
+    tmp.replace(path)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_resized_crop(x: torch.Tensor, size: int, gen: torch.Generator,
+                        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Batched random-resized-crop + horizontal flip of float images [N,3,H,W] via one affine grid."""
+    n = x.shape[0]
+    src = round(size * 1.25)  # antialiased downsample first, so the crop never aliases much
+    x = F.interpolate(x, size=(src, src), mode="bilinear", antialias=True, align_corners=False)
+    area = torch.empty(n).uniform_(*scale, generator=gen)
+    logr = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    r = torch.exp(logr)
+    sw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
+    sh = torch.sqrt(area / r).clamp(max=1.0)
+    tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sw)
+    ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sh)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sw * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sh
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta.to(x.device), [n, 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def size_for_epoch(epoch: int, epochs: int, final: int = COURSE_INPUT_SIZE) -> int:
+    """Progressive resizing: 96 px for the first 40% of epochs, 112 px up to 80%, then ``final``."""
+    f = epoch / epochs
+    return 96 if f < 0.4 else 112 if f < 0.8 else final
+
+
+@torch.no_grad()
+def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, device, size=COURSE_INPUT_SIZE, batch=256) -> float:
+    """Top-1 accuracy with the course's test-time preprocessing (resize + centre crop to ``size``)."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x_u8), batch):
+        xb = fit_to_square(x_u8[i:i + batch].float().div_(255), size)
+        xb = normalize(xb).to(device).contiguous(memory_format=torch.channels_last)
+        correct += (model(xb).argmax(1).cpu() == y[i:i + batch]).sum().item()
+    return correct / len(x_u8)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.2, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue from data/cache/train_checkpoint.pt")
+    p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke tests)")
+    p.add_argument("--out", type=Path, default=COURSE_WEIGHTS, help="where to write the shipped weights")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    cache = cdata.data_dir() / "cache"
+    ckpt_path = cache / "train_checkpoint.pt"
+
+    xtr, ytr = decode_split("train", cache)
+    xva, yva = decode_split("val", cache)
+    if args.limit:
+        keep = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed))[:args.limit]
+        xtr, ytr = xtr[keep], ytr[keep]
+    manifest = cdata.IMAGENETTE_224_MANIFEST_SHA256
+
+    model = CourseNet(num_classes=10, batch_norm=True).to(device).to(memory_format=torch.channels_last)
+    decay = [p_ for n, p_ in model.named_parameters() if p_.ndim > 1]
+    no_decay = [p_ for n, p_ in model.named_parameters() if p_.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=args.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = math.ceil(len(xtr) / args.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
+                                                steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    gen = torch.Generator().manual_seed(args.seed)
+    start_epoch, history, elapsed = 0, [], 0.0
+    if args.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"])
+        start_epoch, history, elapsed = ck["epoch"], ck["history"], ck["elapsed"]
+        print(f"resumed after epoch {start_epoch}", flush=True)
+
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        size = size_for_epoch(epoch, args.epochs)
+        model.train()
+        perm = torch.randperm(len(xtr), generator=gen)
+        total, seen = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs} @{size}px", unit="batch")
+        for step in bar:
+            idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
+            xb = random_resized_crop(xtr[idx].float().div_(255), size, gen)
+            xb = normalize(xb).to(device).contiguous(memory_format=torch.channels_last)
+            yb = ytr[idx].to(device)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        elapsed += time.time() - t0
+        last = epoch == args.epochs - 1
+        acc = evaluate(model, xva, yva, device) if (epoch + 1) % 5 == 0 or epoch >= args.epochs - 3 else None
+        history.append({"epoch": epoch + 1, "size": size, "train_loss": total / seen, "val_top1": acc,
+                        "seconds": round(time.time() - t0, 1)})
+        print(json.dumps(history[-1]), flush=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "gen": gen.get_state(), "epoch": epoch + 1, "history": history, "elapsed": elapsed,
+                    "args": vars(args) | {"out": str(args.out)}}, ckpt_path.with_suffix(".tmp"))
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+        del last
+
+    # ---- export: fold BN, evaluate the plain model exactly as the course will use it
+    plain = fold_batch_norm(model.cpu().eval())
+    acc = evaluate(plain.to(memory_format=torch.channels_last), xva, yva, torch.device("cpu"))
+    plain = plain.to(memory_format=torch.contiguous_format)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in plain.state_dict().items()}
+    torch.save(state, args.out)
+    record = {
+        "architecture": "CourseNet", "blocks": [list(b) for b in COURSE_BLOCKS], "input_size": COURSE_INPUT_SIZE,
+        "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+        "classes": [cdata.IMAGENETTE_CLASSES[w][0] for w in cdata.IMAGENETTE_CLASSES],
+        "imagenet_indices": [cdata.IMAGENETTE_CLASSES[w][1] for w in cdata.IMAGENETTE_CLASSES],
+        "val_top1": acc, "val_images": len(xva), "epochs": args.epochs, "batch_size": args.batch_size,
+        "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "train_images": len(xtr),
+        "train_seconds": round(elapsed, 1), "device": str(device), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "data": f"{cdata.IMAGENETTE_224} manifest sha256 {manifest}",
+        "weights_sha256": cdata.sha256_of(args.out), "history": history,
+    }
+    out_json = args.out.with_suffix(".json")
+    out_json.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"val top-1 of the shipped (BN-folded) model: {acc:.4f}; wrote {args.out} and {out_json}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

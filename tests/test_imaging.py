@@ -1,0 +1,369 @@
+"""Tests for course_lib.imaging: images in and out of a model, grids, heatmaps, plotting."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+from course_lib.imaging import (  # noqa: E402
+    denormalize, deprocess, make_grid, normalize, overlay_heatmap, preprocess, rescale,
+    show_heatmap, show_image, show_images, to_tensor)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TinyModel(nn.Module):
+    """A one-conv model carrying the attributes course models have."""
+
+    def __init__(self, input_size=8, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5)):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+        self.input_size, self.mean, self.std = input_size, mean, std
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def random_image(h=5, w=7, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# --------------------------------------------------------------------------- to_tensor
+
+def test_to_tensor_uint8_array_scales_and_moves_channels_first():
+    img = random_image()
+    t = to_tensor(img)
+    assert t.shape == (3, 5, 7) and t.dtype == torch.float32
+    np.testing.assert_allclose(t.permute(1, 2, 0).numpy(), img / 255, atol=1e-7)
+
+
+def test_to_tensor_pil_matches_array_and_float_arrays_are_kept():
+    img = random_image()
+    assert torch.equal(to_tensor(Image.fromarray(img)), to_tensor(img))
+    f = np.full((2, 3, 3), 0.25)
+    assert torch.equal(to_tensor(f), torch.full((3, 2, 3), 0.25))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK"])
+def test_to_tensor_rejects_non_rgb_pil_with_advice(mode):
+    image = Image.new(mode, (4, 3))
+    with pytest.raises(ValueError, match=mode) as err:
+        to_tensor(image)
+    assert 'convert("RGB")' in str(err.value) and "load_image" in str(err.value)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (4, 5, 4), (4, 5, 1), (3, 4, 5), (1, 4, 5, 3)])
+def test_to_tensor_rejects_wrong_array_shapes_naming_the_shape(shape):
+    with pytest.raises(ValueError, match=r"H x W x 3") as err:
+        to_tensor(np.zeros(shape, dtype=np.uint8))
+    assert str(shape) in str(err.value)
+
+
+@pytest.mark.parametrize("source", [
+    np.full((2, 3, 3), 0.5, dtype=np.float32),
+    torch.full((3, 2, 3), 0.5),
+])
+def test_to_tensor_result_does_not_share_memory_with_its_input(source):
+    before = source.copy() if isinstance(source, np.ndarray) else source.clone()
+    to_tensor(source).fill_(9.0)
+    assert np.array_equal(np.asarray(source), np.asarray(before))
+
+
+def test_to_tensor_rejects_other_types_and_dtypes():
+    with pytest.raises(TypeError, match="list"):
+        to_tensor([[0, 0, 0]])
+    with pytest.raises(TypeError, match="int64"):
+        to_tensor(np.zeros((2, 2, 3), dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- preprocess / deprocess
+
+def test_round_trip_without_resize_is_exact():
+    img = random_image(6, 9)
+    x = preprocess(img)
+    assert x.shape == (1, 3, 6, 9)
+    back = deprocess(x)
+    assert back.shape == (6, 9, 3)
+    np.testing.assert_allclose(back, img / 255, atol=1e-6, rtol=0)
+
+
+def test_round_trip_with_model_statistics():
+    model = TinyModel(input_size=6)
+    img = random_image(6, 6, seed=1)
+    np.testing.assert_allclose(deprocess(preprocess(img, model), model), img / 255, atol=1e-6, rtol=0)
+
+
+def test_preprocess_shape_dtype_from_model_input_size():
+    x = preprocess(random_image(12, 20), TinyModel(input_size=8))
+    assert x.shape == (1, 3, 8, 8) and x.dtype == torch.float32
+    assert preprocess(random_image(12, 20), TinyModel(input_size=8), size=4).shape == (1, 3, 4, 4)
+
+
+def test_image_equal_to_the_mean_normalizes_to_zero():
+    mean_image = np.broadcast_to(np.array(IMAGENET_MEAN), (4, 4, 3)).copy()
+    assert torch.allclose(preprocess(mean_image), torch.zeros(1, 3, 4, 4), atol=1e-6)
+    model = TinyModel(input_size=4)
+    one_std_up = np.broadcast_to(np.add(model.mean, model.std), (4, 4, 3)).copy()
+    assert torch.allclose(preprocess(one_std_up, model), torch.ones(1, 3, 4, 4), atol=1e-6)
+    explicit = preprocess(one_std_up, mean=model.mean, std=model.std)
+    assert torch.allclose(explicit, torch.ones(1, 3, 4, 4), atol=1e-6)
+
+
+RED, BLUE = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("tall", [False, True])
+def test_resize_and_centre_crop_keeps_the_centre(tall):
+    """A 20x40 image, blue at the sides and red in the middle 24 columns, cropped to 10x10: all red."""
+    img = np.zeros((20, 40, 3))
+    img[:, :] = BLUE
+    img[:, 8:32] = RED
+    if tall:
+        img = img.transpose(1, 0, 2).copy()
+    out = deprocess(preprocess(img, size=10))
+    assert out.shape == (10, 10, 3)
+    np.testing.assert_allclose(out, np.broadcast_to(RED, (10, 10, 3)), atol=1e-5)
+
+
+def test_preprocess_accepts_a_tensor_and_pil_like_an_array():
+    img = random_image(9, 12)
+    expected = preprocess(img, size=6)
+    assert torch.allclose(preprocess(to_tensor(img), size=6), expected, atol=1e-6)
+    assert torch.equal(preprocess(Image.fromarray(img), size=6), expected)
+
+
+def test_inputs_are_not_mutated_and_not_aliased():
+    img = random_image()
+    before = img.copy()
+    preprocess(img, size=4)
+    assert np.array_equal(img, before)
+
+    t = to_tensor(img)
+    t_before = t.clone()
+    x = preprocess(t)
+    x += 100  # changing the result must not change the input
+    assert torch.equal(t, t_before)
+
+    y = preprocess(img)
+    y_before = y.clone()
+    out = deprocess(y)
+    out[:] = 0
+    assert torch.equal(y, y_before)
+
+
+def test_preprocess_puts_the_result_on_the_models_device():
+    model = TinyModel().to("meta")  # a device other than the CPU that needs no GPU
+    assert preprocess(random_image(8, 8), model).device.type == "meta"
+    parameterless = nn.Identity()
+    assert preprocess(random_image(8, 8), parameterless).device.type == "cpu"
+
+
+def test_preprocess_keeps_gradients_of_a_tensor_input():
+    t = to_tensor(random_image()).requires_grad_()
+    preprocess(t).sum().backward()
+    assert t.grad is not None and t.grad.shape == t.shape
+
+
+def test_deprocess_accepts_3d_tensors_requiring_grad_and_clips():
+    x = preprocess(random_image()).requires_grad_()
+    assert np.array_equal(deprocess(x[0]), deprocess(x))
+    big = torch.full((3, 2, 2), 100.0, requires_grad=True)
+    np.testing.assert_array_equal(deprocess(big), np.ones((2, 2, 3)))
+    np.testing.assert_array_equal(deprocess(-big), np.zeros((2, 2, 3)))
+
+
+def test_deprocess_refuses_a_batch_of_two():
+    with pytest.raises(ValueError, match="batch of 2"):
+        deprocess(torch.zeros(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4, 4), (4, 4), (4, 4, 3)])
+def test_deprocess_rejects_wrong_shapes(shape):
+    with pytest.raises(ValueError, match="got shape"):
+        deprocess(torch.zeros(shape))
+
+
+def test_normalize_and_denormalize_are_inverse_per_channel():
+    x = torch.rand(2, 3, 4, 5)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 2.0, 4.0)
+    n = normalize(x, mean, std)
+    assert torch.allclose(n[:, 1], (x[:, 1] - 0.2) / 2.0)
+    assert torch.allclose(n[:, 2], (x[:, 2] - 0.3) / 4.0)
+    assert torch.allclose(denormalize(n, mean, std), x, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[2, 4, 4, 4\]"):
+        normalize(torch.zeros(2, 4, 4, 4), mean, std)
+
+
+# --------------------------------------------------------------------------- grids and scaling
+
+def test_make_grid_of_64_is_8_by_8_with_padding():
+    h, w = 5, 3
+    images = [np.full((h, w), k / 64) for k in range(64)]
+    grid = make_grid(images, padding=1, pad_value=1.0)
+    assert grid.shape == (8 * h + 9, 8 * w + 9)
+    # image 19 is in row 2, column 3
+    top, left = 1 + 2 * (h + 1), 1 + 3 * (w + 1)
+    assert np.all(grid[top:top + h, left:left + w] == 19 / 64)
+    assert np.all(grid[0] == 1.0) and np.all(grid[:, left - 1] == 1.0)
+
+
+def test_make_grid_with_nrow_and_colour_images():
+    images = np.random.default_rng(0).random((7, 4, 6, 3))
+    grid = make_grid(images, nrow=4, padding=2, pad_value=0.5)  # 2 rows of 4, not 3 x 3
+    assert grid.shape == (2 * 4 + 3 * 2, 4 * 6 + 5 * 2, 3)
+    # image 5 is in row 1, column 1; the unused last cell stays padding
+    np.testing.assert_array_equal(grid[2 + 6:2 + 6 + 4, 2 + 8:2 + 8 + 6], images[5])
+    assert np.all(grid[-6:-2, -8:-2] == 0.5)
+
+
+def test_make_grid_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        make_grid([])
+    with pytest.raises(ValueError, match="same shape"):
+        make_grid([np.zeros((2, 2)), np.zeros((3, 2))])
+    with pytest.raises(ValueError, match="H x W"):
+        make_grid([np.zeros((3, 4, 4))])
+
+
+def test_rescale_stretches_to_unit_range_and_handles_constants():
+    np.testing.assert_allclose(rescale(np.array([2.0, 4.0, 3.0])), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(rescale(torch.tensor([[-1.0, 1.0]], requires_grad=True)), [[0.0, 1.0]])
+    with np.errstate(all="raise"):
+        flat = rescale(np.full((3, 3), 7.0))
+    np.testing.assert_array_equal(flat, np.zeros((3, 3)))
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+def ramp(h=8, w=10):
+    return np.tile(np.linspace(-3.0, 5.0, w), (h, 1))
+
+
+def test_overlay_heatmap_shape_and_range():
+    img = np.random.default_rng(0).random((8, 10, 3))
+    out = overlay_heatmap(img, ramp())
+    assert out.shape == (8, 10, 3)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not np.allclose(out, img)
+
+
+def test_overlay_alpha_zero_returns_the_image_exactly():
+    img = np.random.default_rng(1).random((8, 10, 3))
+    before = img.copy()
+    out = overlay_heatmap(img, ramp(), alpha=0.0)
+    np.testing.assert_array_equal(out, img)
+    np.testing.assert_array_equal(img, before)
+
+
+def test_overlay_alpha_one_returns_the_pure_colormap():
+    img = np.random.default_rng(2).random((8, 10, 3))
+    heat = ramp()
+    expected = matplotlib.colormaps["jet"]((heat - heat.min()) / (heat.max() - heat.min()))[..., :3]
+    np.testing.assert_allclose(overlay_heatmap(img, torch.tensor(heat), alpha=1.0), expected, atol=1e-12)
+    viridis = matplotlib.colormaps["viridis"]((heat - heat.min()) / (heat.max() - heat.min()))[..., :3]
+    np.testing.assert_allclose(overlay_heatmap(img, heat, alpha=1.0, cmap="viridis"), viridis, atol=1e-12)
+
+
+def test_overlay_resizes_a_small_heatmap_to_the_image():
+    img = np.zeros((8, 8, 3))
+    heat = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # low on the left, high on the right
+    out = overlay_heatmap(img, heat, alpha=1.0)
+    # bilinear 2 -> 8 pixels (pixel centres aligned): each row becomes this ramp
+    row = np.array([0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1])
+    expected = matplotlib.colormaps["jet"](np.tile(row, (8, 1)))[..., :3]
+    assert out.shape == (8, 8, 3)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
+def test_overlay_accepts_pil_images():
+    img = random_image(4, 6)
+    out = overlay_heatmap(Image.fromarray(img), np.ones((4, 6)), alpha=0.0)
+    np.testing.assert_allclose(out, img / 255)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_overlay_rejects_alpha_outside_unit_range(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        overlay_heatmap(np.zeros((4, 4, 3)), np.zeros((4, 4)), alpha=alpha)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (4,), (1, 1, 4, 4)])
+def test_overlay_rejects_heatmaps_that_are_not_2d(shape):
+    with pytest.raises(ValueError, match="2-D"):
+        overlay_heatmap(np.zeros((4, 4, 3)), np.zeros(shape))
+
+
+# --------------------------------------------------------------------------- plotting
+
+@pytest.fixture
+def no_plt_show(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("plt.show() must not be called")
+    monkeypatch.setattr(plt, "show", fail)
+
+
+def test_show_image_of_array_returns_a_figure(no_plt_show):
+    img = random_image()
+    fig = show_image(img, title="cat")
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert ax.get_title() == "cat" and not ax.axison
+    np.testing.assert_allclose(ax.images[0].get_array(), img / 255)
+
+
+def test_show_image_deprocesses_a_normalized_tensor(no_plt_show):
+    img = random_image()
+    fig = show_image(preprocess(img))
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), img / 255, atol=1e-6)
+    model = TinyModel()
+    fig = show_image(preprocess(img, mean=model.mean, std=model.std), mean=model.mean, std=model.std)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), img / 255, atol=1e-6)
+
+
+def test_show_image_draws_on_a_given_axes(no_plt_show):
+    fig, (a, b) = plt.subplots(1, 2)
+    n_figures = len(plt.get_fignums())
+    assert show_image(Image.fromarray(random_image()), ax=b) is fig
+    assert len(plt.get_fignums()) == n_figures
+    assert len(b.images) == 1 and len(a.images) == 0
+
+
+def test_show_images_makes_a_grid_with_titles(no_plt_show):
+    images = [random_image(seed=k) for k in range(5)]
+    fig = show_images(images, titles=list("abcde"), ncols=2, size=2.0)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 6  # 3 rows x 2 columns, the last cell empty
+    assert [ax.get_title() for ax in fig.axes[:5]] == list("abcde")
+    assert not any(ax.axison for ax in fig.axes)
+    assert len(fig.axes[5].images) == 0
+    np.testing.assert_allclose(fig.get_size_inches(), [4.0, 6.0])
+    with pytest.raises(ValueError, match="5 images but 2 titles"):
+        show_images(images, titles=["a", "b"])
+
+
+def test_show_images_defaults_to_one_row():
+    fig = show_images([random_image(seed=k) for k in range(3)])
+    assert len(fig.axes) == 3
+    assert {ax.get_subplotspec().rowspan.start for ax in fig.axes} == {0}
+
+
+def test_show_heatmap_draws_the_overlay(no_plt_show):
+    img = np.random.default_rng(3).random((8, 10, 3))
+    fig = show_heatmap(img, ramp(), alpha=0.3, title="cam")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "cam" and not ax.axison
+    np.testing.assert_allclose(ax.images[0].get_array(), overlay_heatmap(img, ramp(), alpha=0.3))

@@ -1,0 +1,183 @@
+import json
+import shutil
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from course_lib import models
+from course_lib.data import ChecksumError
+from course_lib.models import (CourseNet, ModelUnavailableError, fold_batch_norm, get_layer, layer_table,
+                               lecture_names, load_course_model, load_model, record_activations)
+
+
+# ---------------------------------------------------------------- the shipped course model
+
+def test_course_model_is_ready_to_use(course_model):
+    m = course_model
+    assert not m.training
+    assert all(not p.requires_grad for p in m.parameters())
+    assert len(m.class_names) == 10 and m.class_names[0] == "tench" and m.class_names[-1] == "parachute"
+    assert m.input_size >= 112
+    assert len(m.mean) == 3 and len(m.std) == 3
+
+
+def test_course_model_architecture_matches_the_lecture(course_model):
+    m = course_model
+    first = get_layer(m, "conv1_1")
+    assert first.in_channels == 3 and first.kernel_size[0] >= 5 and 32 <= first.out_channels <= 64
+    # a plain conv/relu/pool stack: BatchNorm was folded away when exporting
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    kinds = {type(x) for x in m.features}
+    assert kinds == {nn.Conv2d, nn.ReLU, nn.MaxPool2d}
+    for name in m.layer_names:
+        assert name in ("gap", "fc") or name[:4] in ("conv", "relu", "pool")
+    # GAP + one linear layer, so CAM applies; the last conv map is at least 8x8
+    assert isinstance(m.gap, nn.AdaptiveAvgPool2d) and isinstance(m.fc, nn.Linear)
+    rows = {r["name"]: r for r in layer_table(m)}
+    last_conv = [n for n in m.layer_names if n.startswith("conv")][-1]
+    assert rows[last_conv]["output"][1] >= 8 and rows[last_conv]["output"][2] >= 8
+    assert rows["fc"]["output"] == (10,)
+
+
+def test_course_model_record_describes_the_weights(course_model):
+    rec = json.loads(models.COURSE_RECORD.read_text())
+    for key in ("val_top1", "epochs", "seed", "train_seconds", "data", "weights_sha256"):
+        assert key in rec
+    assert rec["val_top1"] >= 0.80 and rec["val_images"] == 3925
+    assert models.COURSE_WEIGHTS.stat().st_size <= 20 * 2**20
+
+
+def test_course_model_accuracy_on_a_fixed_val_subset(course_model, val_set):
+    from course_lib.data import spread_indices
+    logits, labels = models.predict_dataset(course_model, val_set, spread_indices(len(val_set), 400), progress=False)
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    assert set(labels.tolist()) == set(range(10))
+    assert acc >= 0.75, f"accuracy {acc:.3f} on 400 val images"
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    w = tmp_path / "course_model.pt"
+    shutil.copy(models.COURSE_WEIGHTS, w)
+    shutil.copy(models.COURSE_RECORD, tmp_path / "course_model.json")
+    load_course_model(w)  # the intact copy loads
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="course_model.pt"):
+        load_course_model(w)
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="course_lib.train"):
+        load_course_model(tmp_path / "course_model.pt")
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="vgg16"):
+        load_model("vgg17")
+
+
+# ---------------------------------------------------------------- BN folding
+
+def test_fold_batch_norm_is_exact():
+    torch.manual_seed(0)
+    net = CourseNet(blocks=((8,), (8,), (8, 8), (16, 16)), batch_norm=True)
+    for m in net.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    net.eval()
+    plain = fold_batch_norm(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(plain(x), net(x), rtol=1e-4, atol=1e-5)
+    assert [n for n, _ in plain.features.named_children()] == [
+        "conv1_1", "relu1_1", "pool1", "conv2_1", "relu2_1", "pool2",
+        "conv3_1", "relu3_1", "conv3_2", "relu3_2", "pool3", "conv4_1", "relu4_1", "conv4_2", "relu4_2"]
+
+
+# ---------------------------------------------------------------- layer names
+
+def test_vgg16_lecture_names():
+    vgg = torchvision.models.vgg16()
+    names = lecture_names(vgg)
+    assert names["conv1_1"] == "features.0" and names["relu1_1"] == "features.1"
+    assert names["pool1"] == "features.4"
+    assert names["conv5_3"] == "features.28" and names["relu5_3"] == "features.29"
+    assert names["pool5"] == "features.30"
+    assert names["fc6"] == "classifier.0" and names["fc8"] == "classifier.6" and names["fc"] == "classifier.6"
+    assert get_layer(vgg, "conv4_2") is vgg.features[19]
+    assert sum(n.startswith("conv") for n in names) == 13
+
+
+def test_vgg19_and_alexnet_lecture_names():
+    assert sum(n.startswith("conv") for n in lecture_names(torchvision.models.vgg19())) == 16
+    alex = torchvision.models.alexnet()
+    names = lecture_names(alex)
+    assert [n for n in names if n.startswith("conv")] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert get_layer(alex, "conv5") is alex.features[10]
+    assert get_layer(alex, "pool5") is alex.features[12]
+    assert get_layer(alex, "fc8") is alex.classifier[6]
+
+
+def test_plain_module_paths_work_for_any_model():
+    r18 = torchvision.models.resnet18()
+    assert get_layer(r18, "layer4.1.conv2") is r18.layer4[1].conv2
+    assert get_layer(r18, "fc") is r18.fc
+
+
+def test_unknown_layer_lists_valid_names(tiny_net):
+    with pytest.raises(KeyError) as e:
+        get_layer(tiny_net, "conv9_9")
+    assert "conv9_9" in str(e.value) and "conv4_2" in str(e.value) and "pool3" in str(e.value)
+
+
+def test_record_activations_removes_hooks_even_on_error(tiny_net):
+    x = torch.randn(1, 3, 64, 64)
+    with record_activations(tiny_net, ["conv1_1", "relu4_2", "fc"]) as acts:
+        tiny_net(x)
+    assert acts["conv1_1"].shape == (1, 8, 32, 32) and acts["relu4_2"].shape == (1, 16, 4, 4)
+    assert (acts["relu4_2"] >= 0).all()
+    with pytest.raises(RuntimeError, match="boom"):
+        with record_activations(tiny_net, ["conv1_1"]):
+            raise RuntimeError("boom")
+    assert all(not m._forward_hooks for m in tiny_net.modules())
+
+
+# ---------------------------------------------------------------- torchvision ImageNet models, offline
+
+def _offline(monkeypatch):
+    def refuse(*a, **k):
+        raise urllib.error.URLError("no network in tests")
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "resnet18"])
+def test_imagenet_model_from_a_fake_torch_home(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _offline(monkeypatch)
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    torch.manual_seed(1)
+    state = torchvision.models.get_model(name, weights=None).state_dict()
+    ckpt = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    ckpt.parent.mkdir(parents=True)
+    torch.save(state, ckpt)
+    m = load_model(name)
+    assert not m.training and all(not p.requires_grad for p in m.parameters())
+    assert len(m.class_names) == 1000 and m.class_names[0] == "tench" and m.input_size == 224
+    key = next(iter(state))
+    torch.testing.assert_close(m.state_dict()[key], state[key])  # it really loaded our file
+
+
+def test_imagenet_model_offline_without_cache_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _offline(monkeypatch)
+    with pytest.raises(ModelUnavailableError) as e:
+        load_model("vgg16")
+    msg = str(e.value)
+    assert "vgg16-397923af.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg

@@ -1,0 +1,81 @@
+"""The training command, end to end on a tiny random data set: it trains, exports a
+BN-folded model with its record, and resuming after an interruption gives exactly the
+weights of an uninterrupted run."""
+import json
+
+import pytest
+import torch
+
+from course_lib import train
+from course_lib.models import load_course_model
+
+
+@pytest.fixture
+def tiny_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "data"))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (24, 3, 224, 224), generator=g, dtype=torch.uint8)
+    y = torch.arange(24) % 10
+
+    def fake_decode(split, cache_dir):
+        return (x, y) if split == "train" else (x[:12], y[:12])
+
+    monkeypatch.setattr(train, "decode_split", fake_decode)
+    monkeypatch.setattr(train, "size_for_epoch", lambda epoch, epochs, final=128: 64)
+    return tmp_path
+
+
+ARGS = ["--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--threads", "2"]
+
+
+def test_random_resized_crop_shapes_and_range():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 224, 224)
+    before = x.clone()
+    out = train.random_resized_crop(x, 96, g)
+    assert out.shape == (5, 3, 96, 96)
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+    assert torch.equal(x, before)
+    # a constant image stays constant whatever the crop
+    assert torch.allclose(train.random_resized_crop(torch.full((2, 3, 50, 50), 0.3), 32, g), torch.tensor(0.3))
+
+
+def test_progressive_sizes_end_at_the_input_size():
+    sizes = [train.size_for_epoch(e, 30) for e in range(30)]
+    assert sizes[0] == 96 and sizes[-1] == 128 and sizes == sorted(sizes)
+
+
+def test_train_exports_a_loadable_folded_model(tiny_data):
+    out = tiny_data / "model.pt"
+    train.main(ARGS + ["--out", str(out)])
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["epochs"] == 2 and rec["seed"] == 0 and len(rec["history"]) == 2
+    model = load_course_model(out)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model.record["val_top1"] == rec["val_top1"]
+
+
+def test_resume_gives_the_same_weights(tiny_data, monkeypatch):
+    full = tiny_data / "full.pt"
+    train.main(ARGS + ["--out", str(full)])
+    reference = torch.load(full)
+
+    # a fresh cache, interrupted after the first epoch, then resumed
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tiny_data / "data2"))
+    calls = []
+
+    def interrupt_second_epoch(epoch, epochs, final=128):
+        calls.append(epoch)
+        if epoch == 1 and len(calls) == 2:
+            raise KeyboardInterrupt
+        return 64
+
+    monkeypatch.setattr(train, "size_for_epoch", interrupt_second_epoch)
+    resumed = tiny_data / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.main(ARGS + ["--out", str(resumed)])
+    assert not resumed.exists()
+    train.main(ARGS + ["--out", str(resumed), "--resume"])
+    got = torch.load(resumed)
+    for k in reference:
+        torch.testing.assert_close(got[k], reference[k], rtol=0, atol=0)
