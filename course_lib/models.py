@@ -239,6 +239,32 @@ def load_course_model(weights: Path | str = COURSE_WEIGHTS, device=None) -> Cour
     return _prepare(model, record["classes"], record["input_size"], record["mean"], record["std"], device)
 
 
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Raise OSError quickly if ``url``'s host cannot be reached (on some offline machines a
+    download would otherwise hang for minutes before failing)."""
+    import socket
+    import threading
+    import urllib.parse
+
+    host = urllib.parse.urlparse(url).hostname
+    result: list = []
+
+    def connect():
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(None)
+        except OSError as err:
+            result.append(err)
+
+    t = threading.Thread(target=connect, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not result:
+        raise OSError(f"no answer from {host} within {timeout:.0f} s")
+    if result[0] is not None:
+        raise result[0]
+
+
 def load_torchvision_model(name: str, device=None) -> nn.Module:
     """A torchvision ImageNet model with its default weights, via torchvision's weights API.
 
@@ -256,6 +282,7 @@ def load_torchvision_model(name: str, device=None) -> nn.Module:
         model = torchvision.models.get_model(name, weights=weights)
     else:
         try:
+            _check_reachable(weights.url)
             model = torchvision.models.get_model(name, weights=weights)  # downloads the file
         except OSError as err:  # URLError, timeouts, DNS failures are all OSErrors
             raise ModelUnavailableError(

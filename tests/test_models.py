@@ -155,6 +155,7 @@ def _offline(monkeypatch):
     def refuse(*a, **k):
         raise urllib.error.URLError("no network in tests")
     monkeypatch.setattr(torch.hub, "urlopen", refuse)
+    monkeypatch.setattr(models, "_check_reachable", refuse)
 
 
 @pytest.mark.parametrize("name", ["squeezenet1_1", "resnet18"])

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import LayerAttribution, LayerGradCam
+
+from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, grad_cam
+from course_lib.models import _prepare, get_layer
+
+
+def _x(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = model.input_size
+    return torch.randn(1, 3, s, s, generator=g)
+
+
+@pytest.fixture(params=["tiny", "course"])
+def net(request, tiny_net):
+    return tiny_net if request.param == "tiny" else request.getfixturevalue("course_model")
+
+
+def test_cam_mean_plus_bias_is_the_class_score(net):
+    """Without ReLU, the average of M_c over positions plus b_c is exactly the class score S_c."""
+    x = _x(net)
+    scores = net(x)[0]
+    for c in (0, 3, 9):
+        m = cam(net, x, target=c, relu=False, size=False)
+        assert m.shape == (8, 8) if net.input_size == 128 else m.shape == (4, 4)
+        torch.testing.assert_close(m.mean() + net.fc.bias[c], scores[c], rtol=1e-5, atol=1e-5)
+
+
+def test_grad_cam_at_the_gap_input_equals_relu_cam_over_hw(net):
+    x = _x(net, 1)
+    layer = default_cam_layer(net)
+    assert layer == "relu4_2"
+    for c in range(10):
+        m = cam(net, x, target=c, size=False)
+        h, w = m.shape
+        g = grad_cam(net, x, layer=layer, target=c, size=False)
+        torch.testing.assert_close(g, m / (h * w), rtol=1e-5, atol=1e-7)
+        # and after bilinear upsampling to the input size
+        torch.testing.assert_close(grad_cam(net, x, layer=layer, target=c), cam(net, x, target=c) / (h * w),
+                                   rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("layer", ["relu4_2", "relu3_1", "pool2", "conv4_2", "conv3_2"])
+def test_grad_cam_matches_captum(net, layer):
+    x = _x(net, 2)
+    c = int(net(x).argmax())
+    oracle = LayerGradCam(net, get_layer(net, layer)).attribute(x, target=c, relu_attributions=True)
+    up = LayerAttribution.interpolate(oracle, x.shape[-2:], "bilinear")[0, 0]
+    ours = grad_cam(net, x, layer=layer, target=c)
+    torch.testing.assert_close(ours, up, rtol=1e-4, atol=1e-6)
+
+
+def test_grad_cam_matches_pytorch_grad_cam_raw_map(net):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x = _x(net, 3)
+    layer = get_layer(net, "relu3_2")
+    c = 4
+    with GradCAM(model=net, target_layers=[layer]) as gc:
+        xi = x.clone().requires_grad_(True)
+        targets = [ClassifierOutputTarget(c)]
+        gc(input_tensor=xi, targets=targets)
+        acts = gc.activations_and_grads.activations[0].numpy()
+        grads = gc.activations_and_grads.gradients[0].numpy()
+        raw = np.maximum(gc.get_cam_image(xi, layer, targets, acts, grads), 0)[0]
+    ours = grad_cam(net, x, layer="relu3_2", target=c, size=False)
+    np.testing.assert_allclose(ours.numpy(), raw, rtol=1e-4, atol=1e-7)
+
+
+def test_cam_on_a_model_without_gap_fc_explains_and_points_to_grad_cam():
+    vgg = _prepare(torchvision.models.vgg11(), [str(i) for i in range(1000)], 64,
+                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    with pytest.raises(CAMNotApplicableError, match="Grad-CAM") as e:
+        cam(vgg, torch.randn(1, 3, 64, 64))
+    assert "global average pooling" in str(e.value)
+    assert grad_cam(vgg, torch.randn(1, 3, 64, 64), target=1).shape == (64, 64)  # Grad-CAM does work
+    assert default_cam_layer(vgg) == "relu5_2"
+
+
+def test_cam_works_for_resnet_too():
+    torch.manual_seed(0)
+    r = _prepare(torchvision.models.resnet18(), [str(i) for i in range(1000)], 64,
+                 (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    x = torch.randn(1, 3, 64, 64)
+    m = cam(r, x, target=7, size=False)
+    torch.testing.assert_close(grad_cam(r, x, layer="layer4", target=7, size=False), m / m.numel(),
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_nothing_is_left_changed(tiny_net):
+    net = tiny_net.train()  # a model in train mode stays in train mode
+    for p in net.parameters():
+        p.requires_grad_(True)
+    x = _x(net)
+    x0 = x.clone()
+    grad_cam(net, x, layer="conv3_1", target=2)
+    cam(net, x, target=2)
+    assert net.training
+    assert all(p.grad is None for p in net.parameters())
+    assert torch.equal(x, x0) and not x.requires_grad
+    with pytest.raises(ValueError, match="out of range"):
+        grad_cam(net, x, layer="conv3_1", target=10)   # raised while the hook is in place
+    assert all(not m._forward_hooks for m in net.modules())
+    assert net.training
+
+
+@pytest.mark.parametrize("bad", [torch.randn(2, 3, 64, 64), torch.randn(3, 64, 64), torch.randn(1, 1, 64, 64)])
+def test_bad_inputs(tiny_net, bad):
+    with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
+        grad_cam(tiny_net, bad)
+    with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
+        cam(tiny_net, bad)
+
+
+def test_unknown_layer(tiny_net):
+    with pytest.raises(KeyError, match="relu4_2"):
+        grad_cam(tiny_net, _x(tiny_net), layer="conv7_1")
