@@ -194,3 +194,68 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     gb = guided_backprop(model, x, target=c)
     gb = gb[0] if gb.ndim == 4 else gb
     return gb * grad_cam(model, x, layer=layer, target=c)[None]
+
+
+# --------------------------------------------------------------------------- do the methods agree?
+
+def peak_in_top_region(heatmap: torch.Tensor, reference: torch.Tensor, fraction: float = 0.2) -> bool:
+    """Does the maximum of ``heatmap`` fall among the top ``fraction`` of ``reference``'s pixels?
+
+    Both are [H, W] maps of the same size. With a random peak the answer is "yes" with
+    probability ``fraction``: that is the chance level to compare against.
+    """
+    if heatmap.shape != reference.shape or heatmap.ndim != 2:
+        raise ValueError(f"expected two [H, W] maps of the same size, got {tuple(heatmap.shape)} and {tuple(reference.shape)}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    threshold = torch.quantile(reference.flatten().float(), 1 - fraction)
+    peak = int(heatmap.flatten().argmax())
+    return bool(reference.flatten()[peak] >= threshold)
+
+
+def agreement_with_occlusion(model: nn.Module, images, fraction: float = 0.2, patch: int = 32,
+                             stride: int = 16, progress: bool = True) -> dict[str, float]:
+    """How often the CAM peak falls inside the region occlusion marks as most important.
+
+    For each image (a PIL image or a preprocessed [1, 3, H, W] tensor), for its predicted
+    class: the region is the top ``fraction`` of pixels of the occlusion map (drop in the
+    class probability, :func:`course_lib.occlusion.occlusion`). Returns the hit rate of the
+    CAM peak (Grad-CAM at the default layer for networks without GAP+linear), of the image
+    centre (a "centre prior" baseline), and the chance level ``fraction``.
+    """
+    from tqdm.auto import tqdm
+
+    from .imaging import preprocess
+    from .occlusion import occlusion
+
+    try:
+        gap_and_fc(model)
+        method = cam
+    except CAMNotApplicableError:
+        method = grad_cam
+    hits = {"cam": 0, "centre": 0}
+    images = list(images)
+    for image in tqdm(images, desc="CAM vs occlusion", disable=not progress):
+        x = image if isinstance(image, torch.Tensor) else preprocess(image, model)
+        occ = occlusion(model, x, patch=patch, stride=stride, progress=False)[0].cpu()
+        m = method(model, x).cpu()
+        hits["cam"] += peak_in_top_region(m, occ, fraction)
+        centre = torch.zeros_like(m)
+        centre[m.shape[0] // 2, m.shape[1] // 2] = 1
+        hits["centre"] += peak_in_top_region(centre, occ, fraction)
+    n = max(len(images), 1)
+    return {"cam": hits["cam"] / n, "centre": hits["centre"] / n, "chance": fraction, "images": len(images)}
+
+
+def show_overlays(image, maps: dict, alpha: float = 0.5, size: float = 2.6):
+    """One row: the image, then each ``{title: [H, W] map}`` overlaid on it. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .imaging import show_heatmap, show_image
+
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(size * (len(maps) + 1), size))
+    show_image(image, ax=axes[0], title="image")
+    for ax, (title, m) in zip(axes[1:], maps.items()):
+        show_heatmap(image, m.detach().cpu() if isinstance(m, torch.Tensor) else m, alpha=alpha, ax=ax, title=title)
+    fig.tight_layout()
+    return fig

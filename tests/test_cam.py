@@ -119,3 +119,38 @@ def test_bad_inputs(tiny_net, bad):
 def test_unknown_layer(tiny_net):
     with pytest.raises(KeyError, match="relu4_2"):
         grad_cam(tiny_net, _x(tiny_net), layer="conv7_1")
+
+
+def test_peak_in_top_region_exact():
+    from course_lib.cam import peak_in_top_region
+    ref = torch.zeros(10, 10)
+    ref[:2, :] = 1.0                      # the top 20% of the reference: the first two rows
+    inside, outside = torch.zeros(10, 10), torch.zeros(10, 10)
+    inside[1, 7] = 5
+    outside[2, 7] = 5
+    assert peak_in_top_region(inside, ref, 0.2)
+    assert not peak_in_top_region(outside, ref, 0.2)
+    with pytest.raises(ValueError):
+        peak_in_top_region(inside, ref[:5], 0.2)
+
+
+def test_agreement_with_occlusion_on_a_planted_object(tiny_net):
+    """A net whose only evidence is a bright square: CAM and occlusion must both find it."""
+    from course_lib.cam import agreement_with_occlusion
+    net = tiny_net
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.abs_()           # positive weights: activations grow with brightness
+                m.bias.zero_()
+        net.fc.weight.zero_()
+        net.fc.weight[3] = 1.0           # class 3 = "bright stuff"
+        net.fc.bias.zero_()
+        net.fc.bias[0] = 0.5
+    x = torch.zeros(1, 3, 64, 64)        # background = the occlusion fill: occluding it changes nothing
+    x[..., 40:56, 8:24] = 2.0
+    with torch.no_grad():
+        net.fc.weight[3] /= net(x)[0, 3]  # logit 1 against 0.5: the probability is far from saturated
+    res = agreement_with_occlusion(net, [x], fraction=0.1, patch=16, stride=8, progress=False)
+    assert res["cam"] == 1.0 and res["centre"] == 0.0 and res["images"] == 1
