@@ -328,7 +328,13 @@ class record_activations:
             layer = get_layer(self.model, name)
 
             def hook(_m, _inp, out, name=name):
-                self.activations[name] = out.detach() if self.detach else out
+                # A following in-place ReLU would overwrite ``out``: keep a copy (detached),
+                # or keep ``out`` with its graph and hand the network a copy to modify.
+                if self.detach:
+                    self.activations[name] = out.detach().clone()
+                    return None
+                self.activations[name] = out
+                return out.clone()
 
             self._handles.append(layer.register_forward_hook(hook))
         return self.activations

@@ -143,6 +143,13 @@ def test_record_activations_removes_hooks_even_on_error(tiny_net):
         tiny_net(x)
     assert acts["conv1_1"].shape == (1, 8, 32, 32) and acts["relu4_2"].shape == (1, 16, 4, 4)
     assert (acts["relu4_2"] >= 0).all()
+    # the conv output is recorded before the in-place ReLU that follows it overwrites it
+    assert (acts["conv1_1"] < 0).any()
+    torch.testing.assert_close(acts["conv1_1"], tiny_net.features.conv1_1(x))
+    with record_activations(tiny_net, ["conv2_1"], detach=False) as acts:
+        out = tiny_net(x.clone().requires_grad_(True))
+    (g,) = torch.autograd.grad(out[0, 1], acts["conv2_1"])
+    assert (acts["conv2_1"] < 0).any() and g.shape == acts["conv2_1"].shape
     with pytest.raises(RuntimeError, match="boom"):
         with record_activations(tiny_net, ["conv1_1"]):
             raise RuntimeError("boom")

@@ -1,0 +1,135 @@
+"""Occlusion saliency (course_lib.occlusion), checked against captum's ``Occlusion``."""
+import pytest
+import torch
+from captum.attr import Occlusion
+
+from course_lib.imaging import normalize, preprocess
+from course_lib.occlusion import number_of_windows, occlusion, show_occlusion, window_starts
+
+
+def captum_occlusion(model, x, target, patch, stride, fill, score, per_eval=16):
+    """The oracle: captum with a forward function giving probabilities or logits."""
+    if fill == "mean":
+        baselines = 0.0
+    elif fill == "black":
+        baselines = normalize(torch.zeros_like(x), model.mean, model.std)
+    else:
+        baselines = float(fill)
+
+    def forward(z):
+        return model(z).softmax(1) if score == "prob" else model(z)
+
+    attr = Occlusion(forward).attribute(x, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride),
+                                        baselines=baselines, target=target, perturbations_per_eval=per_eval)
+    assert torch.equal(attr, attr[:, :1].expand_as(attr))  # the same for the three colour channels
+    return attr[:, 0]
+
+
+@pytest.fixture(scope="module")
+def photos(val_set):
+    """Two validation photos (a tench and a French horn)."""
+    return [val_set[i][0] for i in (0, 2000)]
+
+
+@pytest.mark.parametrize("patch,stride,fill,score", [
+    (16, 8, "mean", "prob"),     # (128 - 16) / 8 = 14: the windows tile exactly
+    (30, 12, "black", "logit"),  # (128 - 30) / 12 = 8.2: the last window hangs over the edge
+    (24, 10, "mean", "prob"),    # (128 - 24) / 10 = 10.4
+])
+def test_matches_captum_on_course_model(course_model, photos, patch, stride, fill, score):
+    x = preprocess(photos[1], course_model)
+    target = int(course_model(x).argmax())
+    ours = occlusion(course_model, x, target, patch, stride, fill=fill, score=score, progress=False)
+    ref = captum_occlusion(course_model, x, target, patch, stride, fill, score)
+    assert ours.shape == (1, 128, 128)
+    assert ref.abs().max() > 1e-3  # a real signal, not two maps of zeros
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("patch,stride,fill,score,size", [
+    (9, 4, "mean", "prob", 64),     # 55 / 4: cropped last window
+    (10, 3, "black", "logit", 64),  # 54 / 3 = 18 exactly
+    (7, 7, -1.5, "logit", 64),      # stride = patch, a number as fill
+    (5, 1, "mean", "prob", 24),     # stride 1
+    (24, 5, "black", "prob", 24),   # the patch covers the whole image: one window
+    (11, 6, "mean", "prob", 37),    # odd image size
+])
+def test_matches_captum_on_tiny_net(tiny_net, patch, stride, fill, score, size):
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, size, size)
+    targets = [4, 7]
+    ours = occlusion(tiny_net, x, targets, patch, stride, fill=fill, score=score, batch_size=16, progress=False)
+    ref = captum_occlusion(tiny_net, x, torch.tensor(targets), patch, stride, fill, score)
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+def test_window_starts_like_captum():
+    assert window_starts(128, 16, 8) == list(range(0, 113, 8))
+    assert window_starts(128, 30, 12) == list(range(0, 97, 12)) + [108]  # last one: 108..138 cropped to 128
+    assert window_starts(20, 20, 7) == [0]
+    for size, patch, stride in [(128, 16, 8), (64, 9, 4), (37, 11, 6), (24, 5, 1)]:
+        starts = window_starts(size, patch, stride)
+        assert starts[-1] + patch >= size > starts[-2] + patch  # reaches the edge, no spare window
+    assert number_of_windows(128, 16, 8) == 225
+
+
+def test_batch_size_and_default_target(tiny_net):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 40, 40)
+    a = occlusion(tiny_net, x, None, 8, 4, batch_size=1, progress=False)
+    b = occlusion(tiny_net, x, int(tiny_net(x).argmax()), 8, 4, batch_size=7, progress=False)
+    c = occlusion(tiny_net, x[0], None, 8, 4, batch_size=1000, progress=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a, c, rtol=0, atol=1e-6)
+
+
+def test_leaves_model_and_input_alone(tiny_net):
+    tiny_net.train()
+    x = torch.randn(1, 3, 32, 32)
+    x0 = x.clone()
+    occlusion(tiny_net, x, 1, 8, 4, progress=False)
+    assert torch.equal(x, x0)
+    assert all(m.training for m in tiny_net.modules())
+    assert all(p.grad is None for p in tiny_net.parameters())
+
+
+def test_pil_image_in(course_model, photos):
+    ours = occlusion(course_model, photos[0], 0, 32, 32, progress=False)
+    ref = occlusion(course_model, preprocess(photos[0], course_model), 0, 32, 32, progress=False)
+    assert torch.equal(ours, ref)
+    fig = show_occlusion(photos[0].resize((128, 128)), ours[0])
+    assert len(fig.axes) == 3  # signed map, its colour bar, overlay
+
+
+def test_clear_errors(tiny_net):
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="larger than the 32x32 image"):
+        occlusion(tiny_net, x, 0, patch=33, stride=8)
+    with pytest.raises(ValueError, match="greyscale"):
+        occlusion(tiny_net, torch.randn(1, 1, 32, 32), 0)
+    with pytest.raises(ValueError, match="RGBA"):
+        occlusion(tiny_net, torch.randn(1, 4, 32, 32), 0)
+    from PIL import Image
+    for mode in ("L", "RGBA"):
+        with pytest.raises(ValueError, match="RGB"):
+            occlusion(tiny_net, Image.new(mode, (32, 32)), 0)
+    with pytest.raises(ValueError, match="shape"):
+        occlusion(tiny_net, torch.randn(32, 32), 0)
+    with pytest.raises(TypeError, match="float"):
+        occlusion(tiny_net, torch.zeros(1, 3, 32, 32, dtype=torch.uint8), 0)
+    with pytest.raises(TypeError, match="tensor"):
+        occlusion(tiny_net, [[0.0]], 0)
+    with pytest.raises(ValueError, match="stride 9 is larger than the patch 8"):
+        occlusion(tiny_net, x, 0, patch=8, stride=9)
+    for bad in [dict(patch=0), dict(stride=0), dict(batch_size=0), dict(patch=2.5)]:
+        with pytest.raises(ValueError, match="must be an int"):
+            occlusion(tiny_net, x, 0, **bad)
+    with pytest.raises(ValueError, match="fill"):
+        occlusion(tiny_net, x, 0, fill="grey")
+    with pytest.raises(ValueError, match="score"):
+        occlusion(tiny_net, x, 0, score="loss")
+    with pytest.raises(ValueError, match="0..9"):
+        occlusion(tiny_net, x, 10)
+    with pytest.raises(ValueError, match="2 targets for 1 images"):
+        occlusion(tiny_net, x, [1, 2])

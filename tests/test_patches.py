@@ -1,0 +1,330 @@
+"""Receptive fields and maximally activating patches (course_lib.patches).
+
+The receptive-field arithmetic is checked against an empirical receptive field: the
+non-zero support of d unit / d input, computed by autograd on a copy of the network's
+geometry in which nothing can cancel or block a gradient (one-channel convolutions of
+weight 1, average instead of max pooling, identity instead of ReLU, input of ones).
+VGG16 and AlexNet are also checked against the receptive-field sizes published for them.
+"""
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from course_lib.models import lecture_names
+from course_lib.patches import (ActivationScan, ReceptiveField, crop_patch, draw_receptive_fields,
+                                receptive_field, receptive_fields, scan_activations, show_top_patches,
+                                top_patches, unit_gradient)
+
+
+# --------------------------------------------------------------------------- the oracle
+
+def _geometry_clone(model, layer):
+    """One-channel copy of the chain input -> layer where every path carries a positive gradient."""
+    names = list(receptive_fields(model, layer))
+    seq = model if isinstance(model, nn.Sequential) else model.features
+    out = []
+    for m, _ in zip(seq.children(), names):
+        if isinstance(m, nn.Conv2d):
+            c = nn.Conv2d(1, 1, m.kernel_size, m.stride, m.padding, m.dilation, bias=False)
+            nn.init.ones_(c.weight)
+            out.append(c)
+        elif isinstance(m, nn.MaxPool2d):
+            assert m.dilation in (1, (1, 1))
+            out.append(nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
+        elif isinstance(m, nn.AvgPool2d):
+            out.append(nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
+        else:
+            out.append(nn.Identity())
+    return nn.Sequential(*out)
+
+
+def empirical_box(model, layer, size, i, j):
+    """(top, left, bottom, right) of the non-zero support of d unit(i, j) / d input."""
+    net = _geometry_clone(model, layer)
+    x = torch.ones(1, 1, size, size, requires_grad=True)
+    out = net(x)
+    (g,) = torch.autograd.grad(out[0, 0, i, j], x)
+    rows = g[0, 0].abs().sum(1).nonzero().flatten()
+    cols = g[0, 0].abs().sum(0).nonzero().flatten()
+    # the support is a full rectangle (dilated kernels leave holes: only its extent counts then)
+    if not any(getattr(m, "dilation", 1) not in (1, (1, 1)) for m in net):
+        assert (g[0, 0, rows.min():rows.max() + 1, cols.min():cols.max() + 1] > 0).all()
+    return rows.min().item(), cols.min().item(), rows.max().item() + 1, cols.max().item() + 1, out.shape[-2:]
+
+
+def _check_layer(model, layer, size, units, dilated=False):
+    rf = receptive_field(model, layer)
+    h, w = _geometry_clone(model, layer)(torch.zeros(1, 1, size, size)).shape[-2:]
+    for i, j in units(h, w):
+        got = rf.box(i, j, size)
+        want = empirical_box(model, layer, size, i, j)[:4]
+        inside = rf.window(i)[0] >= 0 and rf.window(j)[0] >= 0 and rf.window(i)[1] <= size and rf.window(j)[1] <= size
+        if dilated and not inside:
+            # a dilated kernel samples every d-th pixel of its span: at a border the pixels it
+            # reads start inside the clipped span
+            assert got[:2] <= want[:2] and got[2:] >= want[2:], (layer, (i, j), got, want)
+        else:
+            assert got == want, (layer, (i, j), got, want)
+
+
+def _units(h, w):
+    """Corners (border units), the centre and an off-centre unit."""
+    return {(0, 0), (h - 1, w - 1), (0, w - 1), (h - 1, 0), (h // 2, w // 2), (min(1, h - 1), min(2, w - 1))}
+
+
+@pytest.mark.parametrize("layer", ["conv1_1", "relu1_1", "pool1", "conv2_1", "pool2", "relu3_1", "conv3_2",
+                                   "pool3", "conv4_1", "conv4_2", "relu4_2"])
+def test_receptive_field_matches_gradient_support_course_architecture(tiny_net, layer):
+    _check_layer(tiny_net, layer, 128, _units)
+    _check_layer(tiny_net, layer, 64, _units)  # tiny_net's own input size: units see past both borders
+
+
+def _meta(name):
+    with torch.device("meta"):
+        return getattr(torchvision.models, name)()
+
+
+@pytest.mark.parametrize("name,layer", [("vgg16", "conv1_2"), ("vgg16", "pool2"), ("vgg16", "conv4_3"),
+                                        ("vgg16", "conv5_3"), ("vgg16", "pool5"),
+                                        ("alexnet", "conv1"), ("alexnet", "pool2"), ("alexnet", "conv5"),
+                                        ("alexnet", "pool5")])
+def test_receptive_field_matches_gradient_support_imagenet_models(name, layer):
+    _check_layer(_meta(name), layer, 224, _units)
+
+
+def test_published_sizes_vgg16_alexnet():
+    # Araujo, Norris & Sim, "Computing receptive fields of CNNs", Distill 2019: VGG16 212, AlexNet 195
+    vgg, alex = _meta("vgg16"), _meta("alexnet")
+    assert (receptive_field(vgg, "conv5_3").size, receptive_field(vgg, "conv5_3").jump) == (196, 16)
+    assert (receptive_field(vgg, "pool5").size, receptive_field(vgg, "pool5").jump) == (212, 32)
+    assert (receptive_field(alex, "conv5").size, receptive_field(alex, "pool5").size) == (163, 195)
+    assert receptive_field(alex, "pool5").jump == 32
+
+
+def test_course_model_and_module_paths(course_model):
+    rf = receptive_field(course_model, "conv4_2")
+    assert rf == receptive_field(course_model, "features.conv4_2") == receptive_field(course_model, "relu4_2")
+    assert (rf.size, rf.jump) == (123, 16)  # 5x5/2, 2x2 pools, 3x3 convs: see CourseNet's docstring
+    assert list(receptive_fields(course_model, "pool1")) == ["conv1_1", "relu1_1", "pool1"]
+    # the last unit's window leaves the 128 px image and is clipped
+    assert rf.box(7, 7, 128) == (rf.start + 7 * 16, rf.start + 7 * 16, 128, 128)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_sequential_model_with_dilation_and_same_padding():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                        nn.Conv2d(1, 1, 4, padding="same"), nn.Conv2d(1, 1, 3, stride=3), nn.AvgPool2d(2))
+    for layer in ["0", "2", "3", "4", "5"]:
+        _check_layer(net, layer, 40, lambda h, w: _units(h, w) | {(h // 2 - 1, w // 2 + 1)}, dilated=True)
+
+
+def test_gradient_support_of_the_real_network_lies_inside_the_box(tiny_net):
+    """With max-pooling and ReLU the gradient reaches only part of the window, never outside it;
+    and pixels outside the window cannot change the unit at all."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    for layer, channel in [("conv2_1", 3), ("pool3", 5), ("conv4_2", 2)]:
+        rf = receptive_field(tiny_net, layer)
+        n = tiny_net.features[: list(lecture_names(tiny_net)).index(layer) + 1]
+        h = n(x).shape[-1]
+        for i, j in [(0, 0), (h - 1, 1), (h // 2, h // 2)]:
+            g = unit_gradient(tiny_net, x, layer, channel, i, j)
+            top, left, bottom, right = rf.box(i, j, 64)
+            inside = torch.zeros(64, 64, dtype=torch.bool)
+            inside[top:bottom, left:right] = True
+            assert g.abs().sum() > 0 and (g[:, ~inside] == 0).all()
+            noisy = x + 5 * torch.randn_like(x) * (~inside)
+            with torch.no_grad():
+                assert n(noisy.clone())[0, channel, i, j] == n(x.clone())[0, channel, i, j]
+                assert n(noisy.clone())[0, channel, i, j] != n(noisy.clone() + 0.5 * inside)[0, channel, i, j]
+
+
+def test_unit_gradient_leaves_model_and_input_alone(tiny_net):
+    tiny_net.train()
+    x = torch.randn(1, 3, 64, 64)
+    x0 = x.clone()
+    g = unit_gradient(tiny_net, x, "conv3_1", 0, 2, 2)
+    assert g.shape == (3, 64, 64)
+    assert tiny_net.training and all(m.training for m in tiny_net.modules())
+    assert torch.equal(x, x0) and not x.requires_grad
+    assert all(p.grad is None for p in tiny_net.parameters())
+    with pytest.raises(ValueError, match="out of range"):
+        unit_gradient(tiny_net, x, "conv3_1", 8, 0, 0)
+    with pytest.raises(ValueError, match="outside"):
+        unit_gradient(tiny_net, x, "conv3_1", 0, 8, 0)
+    with pytest.raises(ValueError, match="RGBA"):
+        unit_gradient(tiny_net, torch.randn(1, 4, 64, 64), "conv3_1", 0, 0, 0)
+
+
+def test_clear_errors(course_model):
+    with pytest.raises(KeyError, match="conv9_9"):
+        receptive_field(course_model, "conv9_9")
+    for layer in ["gap", "fc"]:
+        with pytest.raises(ValueError, match="whole image"):
+            receptive_field(course_model, layer)
+    with pytest.raises(ValueError, match="whole image"):
+        receptive_field(_meta("vgg16"), "fc7")
+    resnet = _meta("resnet18")
+    for layer in ["conv1", "layer1.0.conv1", "fc"]:
+        with pytest.raises(ValueError, match="sequential"):
+            receptive_field(resnet, layer)
+    with pytest.raises(ValueError, match="sequential"):
+        receptive_field(_meta("squeezenet1_1"), "features.3.squeeze")  # inside a Fire module
+    with pytest.raises(ValueError, match="Fire"):
+        receptive_field(_meta("squeezenet1_1"), "features.4")  # after a Fire module
+    with pytest.raises(ValueError, match="non-square"):
+        receptive_field(nn.Sequential(nn.Conv2d(3, 3, (3, 5))), "0")
+    with pytest.raises(ValueError, match="reflect"):
+        receptive_field(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")), "0")
+
+
+def test_nearest_unit_is_the_unit_centred_nearest():
+    for rf, shape in [(ReceptiveField(5, 2, -2), (64, 64)), (ReceptiveField(123, 16, -54), (8, 8)),
+                      (ReceptiveField(7, 4, -3), (5, 9))]:
+        centres = [[rf.center(i), rf.center(j)] for i in range(shape[0]) for j in range(shape[1])]
+        for y, x in [(0, 0), (127, 127), (63.2, 10.7), (40, 90), (-5, 300)]:
+            i, j = rf.nearest_unit(y, x, shape)
+            d = [(cy - y) ** 2 + (cx - x) ** 2 for cy, cx in centres]
+            assert d[i * shape[1] + j] == pytest.approx(min(d))
+    assert ReceptiveField(5, 2, -2).center(3) == 6
+
+
+# --------------------------------------------------------------------------- crops
+
+def test_crop_patch_pads_outside_the_image():
+    image = np.random.default_rng(0).random((20, 20, 3))
+    rf = ReceptiveField(size=7, jump=4, start=-2)
+    assert rf.window(5) == (18, 25)
+    assert rf.box(5, 5, (20, 30)) == (18, 18, 20, 25) and rf.box(5, 5, (30, 20)) == (18, 18, 25, 20)
+    p = crop_patch(image, rf, 0, 0, pad_value=-1)
+    assert p.shape == (7, 7, 3)
+    np.testing.assert_array_equal(p[2:, 2:], image[:5, :5])
+    assert (p[:2] == -1).all() and (p[:, :2] == -1).all()
+    p = crop_patch(image, rf, 2, 5, pad_value=-1)  # rows 6..12, cols 18..24 -> clipped at 20
+    np.testing.assert_array_equal(p[:, :2], image[6:13, 18:20])
+    assert (p[:, 2:] == -1).all()
+    np.testing.assert_array_equal(crop_patch(image, rf, 2, 2), image[6:13, 6:13])
+
+
+# --------------------------------------------------------------------------- scans
+
+class FakeImages:
+    """A small data set of random RGB images, with ``samples`` like ImagenetteDataset."""
+
+    def __init__(self, n=10, seed=0, size=80):
+        rng = np.random.default_rng(seed)
+        self.images = [Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)) for _ in range(n)]
+        self.samples = [(f"/x/cls{i % 3}/img{seed}_{i}.jpg", i % 3) for i in range(n)]
+        self.calls = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        return self.images[i], self.samples[i][1]
+
+
+def _brute_force_maps(model, data, layer, indices):
+    """Every image's full activation map, computed by running the prefix of features alone."""
+    from course_lib.imaging import preprocess
+
+    stop = list(lecture_names(model)).index(layer) + 1
+    prefix = model.features[:stop]
+    with torch.no_grad():
+        return torch.cat([prefix(preprocess(data[i][0], model)) for i in indices])
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    return tmp_path / "cache"
+
+
+def test_scan_matches_brute_force(tiny_net, cache_dir):
+    with torch.no_grad():
+        tiny_net.features.conv2_1.bias[0] = -50  # channel 0 never fires: a post-ReLU value would read 0
+    data = FakeImages(12)
+    indices = [0, 2, 3, 5, 7, 8, 9, 11]
+    scans = scan_activations(tiny_net, data, ["conv2_1", "relu3_2", "pool3"], indices, batch_size=3, progress=False)
+    for layer, scan in scans.items():
+        maps = _brute_force_maps(tiny_net, data, layer, indices)
+        assert isinstance(scan, ActivationScan) and scan.indices == indices
+        assert scan.map_size == tuple(maps.shape[-2:]) and scan.channels == maps.shape[1]
+        flat = maps.flatten(2)
+        torch.testing.assert_close(scan.values, flat.amax(2), rtol=1e-5, atol=1e-5)
+        # the stored position holds the maximum
+        at = flat.gather(2, scan.positions.long().unsqueeze(2)).squeeze(2)
+        torch.testing.assert_close(at, flat.amax(2), rtol=1e-5, atol=1e-5)
+        # top-k: the k images where the channel's maximum is largest, in decreasing order
+        for c in [0, 1, scan.channels - 1]:
+            top = scan.top(c, 4)
+            order = flat[:, c].amax(1).argsort(descending=True)[:4]
+            assert [t[0] for t in top] == [indices[n] for n in order.tolist()]
+            for (index, value, row, col), n in zip(top, order.tolist()):
+                assert maps[n, c, row, col].item() == pytest.approx(value, abs=1e-5)
+    assert (scans["conv2_1"].values[:, 0] < 0).all()
+
+
+def test_scan_is_cached_per_model_layer_and_images(tiny_net, cache_dir):
+    data = FakeImages(6)
+    first = scan_activations(tiny_net, data, ["conv1_1", "conv3_1"], batch_size=4, progress=False)
+    assert len(list(cache_dir.glob("scan_*.pt"))) == 2
+    calls = data.calls
+    again = scan_activations(tiny_net, data, "conv3_1", progress=False)["conv3_1"]
+    assert data.calls == calls  # read from disk: no image was loaded
+    assert torch.equal(again.values, first["conv3_1"].values) and torch.equal(again.positions, first["conv3_1"].positions)
+    assert again.receptive_field == receptive_field(tiny_net, "conv3_1")
+    # other images, other weights, or no caching: a fresh scan
+    scan_activations(tiny_net, data, "conv3_1", indices=[0, 1], progress=False)
+    assert data.calls == calls + 2
+    with torch.no_grad():
+        tiny_net.features.conv1_1.weight[0, 0, 0, 0] += 1
+    changed = scan_activations(tiny_net, data, "conv3_1", progress=False)["conv3_1"]
+    assert data.calls == calls + 8 and not torch.equal(changed.values, again.values)
+    scan_activations(tiny_net, data, "conv3_1", cache=False, progress=False)
+    assert data.calls == calls + 14
+    assert len(list(cache_dir.glob("scan_*.pt"))) == 4
+
+
+def test_top_patches_are_the_windows_the_model_saw(tiny_net, cache_dir):
+    from course_lib.imaging import deprocess, preprocess
+
+    data = FakeImages(5)
+    scan = scan_activations(tiny_net, data, "conv3_2", progress=False)["conv3_2"]
+    rf = scan.receptive_field
+    patches = top_patches(scan, data, tiny_net, channel=2, k=3, pad_value=-1)
+    assert len(patches) == 3
+    for p, (index, _, row, col) in zip(patches, scan.top(2, 3)):
+        image = deprocess(preprocess(data[index][0], tiny_net), tiny_net)
+        top, left, bottom, right = rf.box(row, col, 64)
+        inside = p[p[..., 0] != -1].reshape(bottom - top, right - left, 3)
+        np.testing.assert_allclose(inside, image[top:bottom, left:right])
+    fig = show_top_patches(scan, data, tiny_net, [0, 1, 2], k=4)
+    assert len(fig.axes) == 3
+    fig = draw_receptive_fields(np.zeros((64, 64, 3)), rf, [(0, 0), (3, 3)])
+    assert len(fig.axes[0].patches) == 2
+
+
+def test_scan_errors(tiny_net, cache_dir):
+    data = FakeImages(3)
+    with pytest.raises(KeyError, match="conv7_1"):
+        scan_activations(tiny_net, data, "conv7_1", progress=False)
+    with pytest.raises(ValueError, match="whole image"):
+        scan_activations(tiny_net, data, ["conv1_1", "fc"], progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        scan_activations(tiny_net, data, "conv1_1", batch_size=0, progress=False)
+    scan = scan_activations(tiny_net, data, "conv1_1", progress=False)["conv1_1"]
+    with pytest.raises(ValueError, match="out of range"):
+        scan.top(8)
+    with pytest.raises(ValueError, match="out of range"):
+        scan.top(-1)
+    with pytest.raises(ValueError, match="k must"):
+        scan.top(0, k=0)
+    rgba = FakeImages(2)
+    rgba.images = [im.convert("RGBA") for im in rgba.images]
+    with pytest.raises(ValueError, match="RGB"):
+        scan_activations(tiny_net, rgba, "conv1_1", cache=False, progress=False)
