@@ -1,0 +1,488 @@
+"""course_lib.saliency against captum (gradient, SmoothGrad, integrated gradients, guided backprop),
+against hand-worked and explicit-mask implementations (guided backprop for units), and exact
+properties (completeness of IG, GrabCut recovering a known object)."""
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_lib import saliency as S
+
+captum_attr = pytest.importorskip("captum.attr")
+
+
+@pytest.fixture(params=["tiny_net", "course_model"])
+def net(request):
+    return request.getfixturevalue(request.param)
+
+
+def image_for(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, model.input_size, model.input_size, generator=g)
+
+
+def captum(cls, model, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum warns that it sets requires_grad / registers hooks
+        return cls(model, *args) if args else cls(model)
+
+
+def all_hooks(model):
+    return [(n, d) for n, m in model.named_modules()
+            for d in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+            if getattr(m, d)]
+
+
+# --------------------------------------------------------------------------- against captum
+
+
+@pytest.mark.parametrize("target", [0, 3, None])
+def test_vanilla_saliency_is_captums_saliency(net, target):
+    x = image_for(net)
+    c = int(net(x).argmax()) if target is None else target
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = captum_attr.Saliency(net).attribute(x.clone(), target=c, abs=True).amax(1)[0]
+    ours = S.vanilla_saliency(net, x, target)
+    assert ours.shape == (net.input_size, net.input_size)
+    assert torch.equal(ours, expected)
+
+
+def test_smoothgrad_is_captums_noise_tunnel_with_the_same_draw(net):
+    x = image_for(net, 1)
+    sigma = 0.2 * float(x.max() - x.min())
+    torch.manual_seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = captum_attr.NoiseTunnel(captum_attr.Saliency(net)).attribute(
+            x.clone(), target=2, nt_type="smoothgrad", nt_samples=6, stdevs=sigma, abs=False)[0]
+    ours = S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=7, batch_size=4)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-8)
+    # seed=None draws from torch's global generator, exactly as captum does
+    torch.manual_seed(7)
+    torch.testing.assert_close(S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=None), expected,
+                               rtol=1e-5, atol=1e-8)
+    # ... and the noise really matters: another seed gives another average
+    assert not torch.allclose(S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=8), expected)
+
+
+@pytest.mark.parametrize("method", S.RIEMANN)
+def test_integrated_gradients_is_captums(net, method):
+    x = image_for(net, 2)
+    baseline = 0.3 * image_for(net, 3)
+    steps = 12 if net.input_size <= 64 else 5  # the course model is ~10x dearer per step
+    for base in (None, baseline):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = captum_attr.IntegratedGradients(net).attribute(
+                x.clone(), baselines=0.0 if base is None else base.clone(), target=1, n_steps=steps, method=method)[0]
+        ours = S.integrated_gradients(net, x, 1, baseline=base, steps=steps, method=method, batch_size=5)
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_integrated_gradients_completeness_improves_with_steps(net):
+    """sum_i IG_i = S(x) - S(x') exactly for the integral; the Riemann sums converge to it."""
+    x = image_for(net, 4)
+    with torch.no_grad():
+        gap = float(net(x)[0, 5] - net(torch.zeros_like(x))[0, 5])
+    errors = [abs(float(S.integrated_gradients(net, x, 5, steps=m, method="riemann_right").sum()) - gap)
+              for m in (2, 64)]
+    assert errors[1] < errors[0] / 10
+    assert errors[1] < 0.01 * abs(gap) + 1e-6
+
+
+@pytest.mark.parametrize("target", [0, 7, None])
+def test_guided_backprop_is_captums_for_class_scores(net, target):
+    x = image_for(net, 5)
+    c = int(net(x).argmax()) if target is None else target
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = captum_attr.GuidedBackprop(net).attribute(x.clone(), target=c)[0]
+    ours = S.guided_backprop(net, x, target)
+    assert ours.abs().sum() > 0
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-9)
+    # guided backprop is not the plain gradient
+    assert not torch.allclose(ours, S.gradient(net, x, c))
+
+
+# --------------------------------------------------------------------------- guided backprop for units
+
+
+def hand_net():
+    """1x1 conv 3 -> 3, ReLU, flatten, linear 3 -> 1, on a 1x1 'image': small enough to do by hand."""
+    net = nn.Sequential(nn.Conv2d(3, 3, 1, bias=False), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, -1, 0]]).view(3, 3, 1, 1))
+        net[3].weight.copy_(torch.tensor([[2.0, -3, 5]]))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def test_guided_backprop_by_hand():
+    # x = (1, 2, 0): hidden pre-activations (3, 1, -2), ReLU mask (1, 1, 0), output weights (2, -3, 5).
+    x = torch.tensor([1.0, 2, 0]).view(1, 3, 1, 1)
+    # plain gradient: W1^T (2, -3, 0) = (-1, 2, 0)
+    assert S.gradient(hand_net(), x, 0).flatten().tolist() == [-1, 2, 0]
+    # guided: the negative -3 is dropped too: W1^T (2, 0, 0) = (2, 2, 0)
+    assert S.guided_backprop(hand_net(), x, 0).flatten().tolist() == [2, 2, 0]
+    # a hidden unit: relu unit 0 = x0 + x1 -> gradient (1, 1, 0); unit 2 is off -> zero
+    assert S.guided_backprop(hand_net(), x, layer="1", channel=0).flatten().tolist() == [1, 1, 0]
+    assert S.guided_backprop(hand_net(), x, layer="1", channel=2).flatten().tolist() == [0, 0, 0]
+
+
+def explicit_mask_guided_backprop(net, x, layer, channel, position):
+    """Guided backprop for the CourseNet structure written out layer by layer with explicit masks:
+    forward keeping every layer's input, then backward: at a ReLU g <- g [input > 0] [g > 0];
+    elsewhere the layer's own vector-Jacobian product."""
+    stages = [(n, m) for n, m in net.features.named_children()]
+    stages += [("gap", net.gap), ("flatten", nn.Flatten()), ("fc", net.fc)]
+    inputs, a = [], x
+    for name, m in stages:
+        inputs.append(a)
+        a = torch.relu(a) if isinstance(m, nn.ReLU) else m(a)
+        if name == layer:
+            break
+    seed = torch.zeros_like(a)
+    if a.ndim == 2:
+        seed[0, channel] = 1
+    elif position == "sum":
+        seed[0, channel] = 1
+    else:
+        i, j = np.unravel_index(int(a[0, channel].argmax()), a.shape[2:]) if position == "max" else position
+        seed[0, channel, i, j] = 1
+    g = seed
+    for (name, m), inp in zip(reversed(stages[:len(inputs)]), reversed(inputs)):
+        if isinstance(m, nn.ReLU):
+            g = g * (inp > 0) * (g > 0)
+        else:
+            inp = inp.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(m(inp), inp, g)
+    return g[0]
+
+
+@pytest.mark.parametrize("layer,channel,position", [
+    ("conv4_2", 3, "max"), ("relu3_1", 5, "max"), ("pool2", 1, "sum"), ("conv1_1", 0, (10, 7)),
+    ("relu4_2", 8, "sum"), ("fc", 4, "max"),
+])
+def test_guided_backprop_for_units_follows_the_rule_at_every_relu(tiny_net, layer, channel, position):
+    x = image_for(tiny_net, 6)
+    expected = explicit_mask_guided_backprop(tiny_net, x, layer, channel, position)
+    ours = S.guided_backprop(tiny_net, x, layer=layer, channel=channel, position=position)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_guided_backprop_for_units_on_the_course_model(course_model):
+    x = image_for(course_model, 7)
+    for layer, channel, position in [("conv4_2", 11, "max"), ("relu3_2", 2, "sum")]:
+        expected = explicit_mask_guided_backprop(course_model, x, layer, channel, position)
+        ours = S.guided_backprop(course_model, x, layer=layer, channel=channel, position=position)
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_unit_of_a_conv_layer_is_the_conv_output_not_the_inplace_relu_after_it(tiny_net):
+    """The course model's ReLUs are in-place: a conv's recorded output must not be overwritten."""
+    x = image_for(tiny_net, 8)
+    conv, relu = S.gradient(tiny_net, x, layer="conv4_1", channel=0, position="sum"), \
+        S.gradient(tiny_net, x, layer="relu4_1", channel=0, position="sum")
+    plain = copy.deepcopy(tiny_net)
+    for m in plain.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    torch.testing.assert_close(conv, S.gradient(plain, x, layer="conv4_1", channel=0, position="sum"))
+    torch.testing.assert_close(relu, S.gradient(plain, x, layer="relu4_1", channel=0, position="sum"))
+    assert not torch.allclose(conv, relu)
+
+
+def test_inplace_relus_give_the_same_guided_backprop(course_model):
+    x = image_for(course_model, 9)
+    plain = copy.deepcopy(course_model)
+    for m in plain.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    for kw in ({"target": 3}, {"layer": "conv3_2", "channel": 4}):
+        torch.testing.assert_close(S.guided_backprop(course_model, x, **kw), S.guided_backprop(plain, x, **kw))
+    assert all(m.inplace for m in course_model.modules() if isinstance(m, nn.ReLU))
+
+
+# --------------------------------------------------------------------------- the model is left as it was
+
+
+def snapshot(model):
+    return ([(n, m) for n, m in model.named_modules()],
+            {k: v.clone() for k, v in model.state_dict().items()},
+            [(n, m.training) for n, m in model.named_modules()])
+
+
+def assert_unchanged(model, snap):
+    modules, state, modes = snap
+    now = [(n, m) for n, m in model.named_modules()]
+    assert [n for n, _ in now] == [n for n, _ in modules]
+    assert all(a is b for (_, a), (_, b) in zip(now, modules)), "a module was replaced and not put back"
+    assert not any(isinstance(m, S.GuidedReLU) for m in model.modules())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert [(n, m.training) for n, m in model.named_modules()] == modes
+    assert all_hooks(model) == []
+
+
+def test_guided_relus_restores_the_model_even_on_error(tiny_net):
+    snap = snapshot(tiny_net)
+    with pytest.raises(RuntimeError, match="boom"):
+        with S.guided_relus(tiny_net):
+            assert any(isinstance(m, S.GuidedReLU) for m in tiny_net.modules())
+            raise RuntimeError("boom")
+    assert_unchanged(tiny_net, snap)
+
+
+def test_guided_backprop_restores_the_model_when_the_forward_pass_raises(tiny_net):
+    snap = snapshot(tiny_net)
+
+    def explode(*_):
+        raise RuntimeError("boom in forward")
+
+    handle = tiny_net.fc.register_forward_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="boom in forward"):
+            S.guided_backprop(tiny_net, image_for(tiny_net), 1)
+    finally:
+        handle.remove()
+    assert_unchanged(tiny_net, snap)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: S.vanilla_saliency(m, x, 1),
+    lambda m, x: S.gradient(m, x, layer="conv3_1", channel=2),
+    lambda m, x: S.smoothgrad(m, x, 1, n_samples=3),
+    lambda m, x: S.integrated_gradients(m, x, 1, steps=3),
+    lambda m, x: S.guided_backprop(m, x, 1),
+    lambda m, x: S.guided_backprop(m, x, layer="relu4_2", channel=1),
+])
+def test_no_mutation_no_grad_no_hooks_modes_restored(tiny_net, call):
+    for p in tiny_net.parameters():  # parameters that do want gradients, with a .grad already there
+        p.requires_grad_(True)
+        p.grad = torch.full_like(p, 0.5)
+    tiny_net.train()
+    tiny_net.features.eval()  # mixed modes must come back as they were
+    snap = snapshot(tiny_net)
+    x = image_for(tiny_net)
+    x0 = x.clone()
+    call(tiny_net, x)
+    assert torch.equal(x, x0) and x.grad is None and not x.requires_grad
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) and p.requires_grad for p in tiny_net.parameters())
+    assert_unchanged(tiny_net, snap)
+    assert tiny_net.training and not tiny_net.features.training
+
+
+def dropout_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4))
+    return net
+
+
+@pytest.mark.parametrize("method", list(S.METHODS))
+def test_computed_in_eval_mode(method):
+    """With dropout, a train-mode pass would be random: the result must equal the eval-mode one."""
+    x = torch.randn(1, 3, 12, 12)
+    kw = {"n_samples": 2} if method == "SmoothGrad" else {"steps": 4} if method == "integrated gradients" else {}
+    net = dropout_net().eval()
+    expected = S.METHODS[method](net, x, 2, **kw)
+    net.train()
+    torch.manual_seed(123)
+    torch.testing.assert_close(S.METHODS[method](net, x, 2, **kw), expected)
+    assert net.training and net[2].training
+
+
+def test_three_dim_input_is_one_image(tiny_net):
+    x = image_for(tiny_net)
+    assert torch.equal(S.vanilla_saliency(tiny_net, x[0], 2), S.vanilla_saliency(tiny_net, x, 2))
+
+
+def test_target_none_is_the_predicted_class(tiny_net):
+    x = image_for(tiny_net, 3)
+    c = S.predicted_class(tiny_net, x)
+    assert c == int(tiny_net(x).argmax())
+    assert torch.equal(S.guided_backprop(tiny_net, x), S.guided_backprop(tiny_net, x, c))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("shape,match", [
+    ((2, 3, 64, 64), "single image"), ((1, 1, 64, 64), "3 channels"), ((1, 4, 64, 64), "3 channels"),
+    ((64, 64), r"\[1, 3, H, W\]"), ((1, 1, 3, 64, 64), r"\[1, 3, H, W\]"),
+])
+def test_wrong_shapes(tiny_net, shape, match):
+    for method in S.METHODS:
+        with pytest.raises(ValueError, match=match):
+            S.compute_saliency(tiny_net, torch.zeros(shape), method, 0)
+
+
+def test_wrong_types_and_targets(tiny_net):
+    x = image_for(tiny_net)
+    with pytest.raises(TypeError, match="tensor"):
+        S.vanilla_saliency(tiny_net, x.numpy(), 0)
+    with pytest.raises(TypeError, match="floating"):
+        S.vanilla_saliency(tiny_net, torch.zeros(1, 3, 64, 64, dtype=torch.uint8), 0)
+    for bad in (10, -1):
+        with pytest.raises(ValueError, match="out of range: the model has 10 classes"):
+            S.guided_backprop(tiny_net, x, bad)
+    with pytest.raises(TypeError, match="bool"):
+        S.vanilla_saliency(tiny_net, x, True)
+    with pytest.raises(TypeError, match="int"):
+        S.vanilla_saliency(tiny_net, x, 1.0)
+    with pytest.raises(KeyError, match="no layer 'conv9_9'"):
+        S.guided_backprop(tiny_net, x, layer="conv9_9", channel=0)
+    with pytest.raises(ValueError, match="channel 16 is out of range: layer 'conv4_2' has 16 channels"):
+        S.guided_backprop(tiny_net, x, layer="conv4_2", channel=16)
+    with pytest.raises(ValueError, match="needs a channel"):
+        S.guided_backprop(tiny_net, x, layer="conv4_2")
+    with pytest.raises(ValueError, match="not both"):
+        S.guided_backprop(tiny_net, x, 1, layer="conv4_2", channel=0)
+    with pytest.raises(ValueError, match="outside"):
+        S.gradient(tiny_net, x, layer="conv4_2", channel=0, position=(8, 0))
+    with pytest.raises(TypeError, match="position"):
+        S.gradient(tiny_net, x, layer="conv4_2", channel=0, position="middle")
+    with pytest.raises(ValueError, match="n_samples"):
+        S.smoothgrad(tiny_net, x, 0, n_samples=0)
+    with pytest.raises(ValueError, match="riemann_trapezoid"):
+        S.integrated_gradients(tiny_net, x, 0, method="riemann_trapezoid")
+    with pytest.raises(ValueError, match="baseline"):
+        S.integrated_gradients(tiny_net, x, 0, baseline=torch.zeros(1, 3, 8, 8))
+    with pytest.raises(KeyError, match="unknown method"):
+        S.compute_saliency(tiny_net, x, "deconvnet", 0)
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        S.guided_backprop(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()).eval(), torch.zeros(1, 3, 3, 3), 0)
+
+
+def test_default_unit_layer(tiny_net, course_model):
+    assert S.default_unit_layer(course_model) == "conv4_2"
+    assert S.default_unit_layer(tiny_net) == "conv4_2"
+    assert S.conv_layers(tiny_net) == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2"]
+    assert S.default_unit_layer(dropout_net()) == "0"
+    with pytest.raises(ValueError, match="no conv layers"):
+        S.default_unit_layer(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_top_channels_are_the_strongest(tiny_net):
+    from course_lib.models import record_activations
+
+    x = image_for(tiny_net, 6)
+    with record_activations(tiny_net, ["conv4_2"]) as acts:
+        tiny_net(x)
+    peaks = acts["conv4_2"][0].flatten(1).amax(1)
+    top = S.top_channels(tiny_net, x, "conv4_2", k=3)
+    assert len(top) == 3 and peaks[top[0]] == peaks.max()
+    assert sorted(peaks[top].tolist(), reverse=True) == peaks.sort(descending=True).values[:3].tolist()
+
+
+def test_display_helpers():
+    a = torch.zeros(3, 4, 5)
+    a[0, 1, 2], a[2, 0, 0] = 2.0, -1.0
+    pic = S.attribution_image(a)
+    assert pic.shape == (4, 5, 3)
+    assert pic[1, 2, 0] == 1.0 and pic[0, 0, 2] == 0.25 and pic[3, 3, 1] == 0.5  # zero is mid-grey
+    m = torch.arange(100.0).view(10, 10)
+    clipped = S.clip_for_display(m, 0.9)
+    assert clipped.max() == pytest.approx(89.1) and torch.equal(clipped[:8], m[:8])
+    with pytest.raises(ValueError):
+        S.attribution_image(torch.zeros(4, 4))
+
+
+# --------------------------------------------------------------------------- GrabCut
+
+
+def disc_scene(seed=0, size=96, centre=(40, 55), radius=20):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+    img = rng.uniform(0.1, 0.5, (size, size, 3)) * np.array([0.6, 0.8, 1.0])  # textured, bluish
+    img[disc] = np.array([0.95, 0.85, 0.2]) + rng.normal(0, 0.03, (disc.sum(), 3))  # bright yellow disc
+    return np.clip(img, 0, 1), disc, yy, xx
+
+
+def blob(yy, xx, centre, width, rng):
+    return np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * width ** 2)) + rng.uniform(0, 0.3, yy.shape)
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_grabcut_recovers_the_salient_disc():
+    img, disc, yy, xx = disc_scene()
+    sal = blob(yy, xx, (40, 55), 12, np.random.default_rng(1))
+    mask = S.grabcut_from_saliency(img, sal)
+    assert mask.dtype == bool and mask.shape == disc.shape
+    assert iou(mask, disc) > 0.8
+    # the same with uint8 pixels and a torch saliency map
+    assert iou(S.grabcut_from_saliency((img * 255).astype(np.uint8), torch.from_numpy(sal)), disc) > 0.8
+
+
+def test_grabcut_follows_the_saliency_not_just_the_colours():
+    """Saliency on a patch of background: the cut must not be the (colour-wise obvious) disc."""
+    img, disc, yy, xx = disc_scene()
+    sal = blob(yy, xx, (80, 15), 8, np.random.default_rng(2))
+    assert iou(S.grabcut_from_saliency(img, sal), disc) < 0.3
+
+
+def test_grabcut_seeds_follow_the_quantiles():
+    import cv2
+
+    sal = np.arange(100.0).reshape(10, 10)
+    seeds = S.grabcut_seeds(sal, fg_quantile=0.9, bg_quantile=0.3)
+    assert (seeds == cv2.GC_FGD).sum() == 10 and (seeds[sal >= 90] == cv2.GC_FGD).all()
+    assert (seeds == cv2.GC_BGD).sum() == 30 and (seeds[sal <= 29] == cv2.GC_BGD).all()  # quantile 29.7
+    middle = seeds[(sal > 30) & (sal < 89)]
+    assert set(np.unique(middle)) == {cv2.GC_PR_FGD, cv2.GC_PR_BGD}
+
+
+@pytest.mark.parametrize("fg,bg", [(0.3, 0.5), (0.5, 0.5), (1.0, 0.3), (0.95, 0.0), (1.5, 0.2), (0.9, -0.1),
+                                   (True, 0.2)])
+def test_grabcut_bad_quantiles(fg, bg):
+    img, _, yy, xx = disc_scene()
+    with pytest.raises(ValueError, match="quantile"):
+        S.grabcut_from_saliency(img, blob(yy, xx, (40, 55), 12, np.random.default_rng(0)), fg, bg)
+
+
+def test_grabcut_bad_input():
+    img, _, yy, xx = disc_scene()
+    with pytest.raises(ValueError, match="constant"):
+        S.grabcut_from_saliency(img, np.ones((96, 96)))
+    with pytest.raises(ValueError, match="same size"):
+        S.grabcut_from_saliency(img, np.random.default_rng(0).random((64, 64)))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        S.grabcut_from_saliency(img[..., 0], np.random.default_rng(0).random((96, 96)))
+    with pytest.raises(ValueError, match="2-D"):
+        S.grabcut_from_saliency(img, np.random.default_rng(0).random((1, 96, 96)))
+
+
+def test_show_grabcut_draws_every_panel():
+    img, disc, yy, xx = disc_scene()
+    sal = blob(yy, xx, (40, 55), 12, np.random.default_rng(1))
+    fig = S.show_grabcut(img, sal, disc, seeds=S.grabcut_seeds(sal))
+    assert [ax.get_title() for ax in fig.axes][-2:] == ["GrabCut mask", "cut-out"]
+    assert len(fig.axes) == 5
+
+
+# --------------------------------------------------------------------------- on the GPU, when there is one
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_agnostic(tiny_net):
+    x = image_for(tiny_net)
+    gpu = copy.deepcopy(tiny_net).cuda()
+    for method in S.METHODS:
+        kw = {"n_samples": 3, "seed": None} if method == "SmoothGrad" else {}
+        torch.manual_seed(0)
+        cpu_map = S.compute_saliency(tiny_net, x, method, 1, **kw)
+        torch.manual_seed(0)
+        gpu_map = S.compute_saliency(gpu, x.cuda(), method, 1, **kw)
+        assert gpu_map.device.type == "cuda"
+        if method != "SmoothGrad":  # the GPU's random numbers differ from the CPU's
+            torch.testing.assert_close(gpu_map.cpu(), cpu_map, rtol=1e-3, atol=1e-5)
