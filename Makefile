@@ -33,7 +33,7 @@ data: setup
 lab: data
 	$(BIN)/jupyter lab notebooks/00_introduction.ipynb
 
-test: data
+test: data grader-setup
 	COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 book: data
@@ -42,3 +42,47 @@ book: data
 
 clean:
 	rm -rf build $(VENV)
+
+# ---------------------------------------------------------------------------------------------
+# Exercises (nbgrader), for instructors -- see "For instructors" in README.md.
+#   make grader-setup   the grading tools: a separate venv with nbgrader, and bubblewrap
+#   make release        exercises/source/ -> exercises/release/ (no solutions, no hidden tests)
+#   make autograde      grade exercises/submitted/<student>/<exercise>/<exercise>.ipynb, each
+#                       in a sandbox; SUBMISSIONS=<folder> copies such a folder in first
+#   make grades         exercises/grades.csv and exercises/feedback/<student>/<exercise>/*.html
+
+GRADER_VENV  := exercises/.venv-grader
+GRADER_BIN   := $(abspath $(GRADER_VENV))/bin
+NBGRADER     := cd exercises && PATH="$(GRADER_BIN):$$PATH" OMP_NUM_THREADS=1 $(GRADER_BIN)/nbgrader
+
+.PHONY: grader-setup bubblewrap release autograde grades
+
+grader-setup: $(GRADER_VENV)/.installed bubblewrap
+
+$(GRADER_VENV)/.installed: requirements-grader.txt
+	test -x $(GRADER_VENV)/bin/python || $(PYTHON) -m venv $(GRADER_VENV)
+	$(GRADER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GRADER_VENV)/bin/python -m pip install --quiet -r requirements-grader.txt
+	touch $@
+
+# the sandbox for students' code; installed here when missing and we may (root + apt)
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else echo "Grading needs bubblewrap: sudo apt-get install bubblewrap (or your system's package)"; exit 1; fi; }
+
+release: grader-setup
+	$(NBGRADER) generate_assignment "*" --force
+
+autograde: data grader-setup
+ifdef SUBMISSIONS
+	mkdir -p exercises/submitted && cp -R "$(SUBMISSIONS)"/. exercises/submitted/
+endif
+	@ls exercises/submitted/*/*/*.ipynb >/dev/null 2>&1 || { echo "nothing to grade in exercises/submitted/"; exit 1; }
+	$(NBGRADER) generate_assignment "*" --force --CourseDirectory.release_directory=.release-check
+	$(NBGRADER) autograde "*" $(AUTOGRADE_ARGS)
+
+grades: grader-setup
+	$(NBGRADER) export --to grades.csv
+	$(NBGRADER) generate_feedback "*" --force

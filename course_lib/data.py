@@ -171,6 +171,7 @@ def _verified_copy(src: Path, dest: Path, sha256: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
     os.close(fd)
     shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache is readable by everyone (e.g. a grading sandbox)
     os.replace(tmp, dest)
 
 
@@ -192,6 +193,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
         if h.hexdigest() != sha256:
             raise ChecksumError(
                 f"download of {url} is corrupt: sha256 {h.hexdigest()}, expected {sha256}; not used.")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,199 @@
+"""Helpers for the exercises' self-check tests (the notebooks in ``exercises/``).
+
+The test cells of an exercise call the student's function on inputs built here and compare
+the answer with the course's reference implementation or with an exact property:
+
+* :func:`tiny_net` -- a small random-weight CourseNet (same layer names as the course model),
+  built from a seed, for any input size;
+* :func:`random_image` -- a preprocessed-looking random image ``[1, 3, S, S]``;
+* :func:`feature_net` -- a model that is one chain of given layers (other kernel sizes, strides,
+  paddings, dilations than the course model's);
+* :func:`check_close`, :func:`check_shape` -- comparisons whose failure message says what
+  differs (shape, largest difference, where), not just ``AssertionError``;
+* :func:`check_no_side_effects` -- calls a function and fails if it changed its arguments:
+  an input tensor modified in place, a model left in another mode, hooks left registered,
+  ``.grad`` of parameters filled, weights changed, layers swapped and not put back.
+
+When an exercise is graded, the test cells run in a separate process from the student's
+code; the student's functions there are stand-ins that forward each call (see
+``exercises/grader``): arguments travel pickled, so models passed to them must be instances
+of importable classes (torch's, course_lib's, :class:`FeatureNet`), not classes defined in a
+cell. :func:`check_no_side_effects` then asks the student's process for the report instead of
+computing it here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def tiny_net(seed: int = 0, input_size: int = 64, widths=((8,), (8,), (8, 8), (16, 16)),
+             num_classes: int = 10) -> nn.Module:
+    """A random-weight CourseNet with narrow layers, in eval mode, with frozen parameters.
+
+    Same structure and lecture names as the course model (``conv1_1`` ... ``relu4_2``, ``gap``,
+    ``fc``); ``widths`` gives the channels of each block's convolutions.
+    """
+    from .models import CourseNet, _prepare
+
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        net = CourseNet(num_classes=num_classes, blocks=tuple(tuple(b) for b in widths))
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return _prepare(net, [f"class {i}" for i in range(num_classes)], input_size, IMAGENET_MEAN, IMAGENET_STD, None)
+
+
+class FeatureNet(nn.Module):
+    """A model that is one chain of layers, ``self.features`` (an ``nn.Sequential``), and nothing else."""
+
+    def __init__(self, layers):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.features = nn.Sequential(OrderedDict(layers) if not isinstance(layers, nn.Sequential) else layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def feature_net(layers, seed: int = 0) -> FeatureNet:
+    """A :class:`FeatureNet` of ``layers`` (``[(name, module), ...]``), weights drawn from ``seed``,
+    in eval mode with frozen parameters (for tests of other geometries: kernels, strides, dilations)."""
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        net = FeatureNet([(n, m) for n, m in layers])
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.reset_parameters()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def random_image(size: int = 64, seed: int = 0, height: int | None = None) -> torch.Tensor:
+    """A random "preprocessed" image ``[1, 3, height or size, size]`` (standard normal values)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, height or size, size, generator=g)
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu")
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise AssertionError(f"{name} should be a torch tensor or a numpy array, but it is a {type(x).__name__}")
+
+
+def check_shape(actual, shape, name: str = "your result") -> None:
+    """Fail with a clear message unless ``actual`` (tensor or array) has exactly ``shape``."""
+    t = _as_tensor(actual, name)
+    if tuple(t.shape) != tuple(shape):
+        raise AssertionError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def check_close(actual, expected, name: str = "your result", rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    """Fail with a clear message unless ``actual`` equals ``expected`` up to ``rtol``/``atol``.
+
+    The message gives the shapes, or the largest difference and where it is.
+    """
+    a = _as_tensor(actual, name).double()
+    e = _as_tensor(expected, "the expected value").double()
+    if a.shape != e.shape:
+        raise AssertionError(f"{name} has shape {tuple(a.shape)}, expected {tuple(e.shape)}")
+    if not torch.isfinite(a).all():
+        raise AssertionError(f"{name} contains NaN or infinite values")
+    diff = (a - e).abs()
+    bad = diff > atol + rtol * e.abs()
+    if bad.any():
+        i = int(torch.argmax(torch.where(bad, diff, torch.zeros_like(diff))))
+        where = tuple(int(v) for v in np.unravel_index(i, tuple(a.shape))) if a.ndim else ()
+        raise AssertionError(
+            f"{name} differs from the expected values at {int(bad.sum())} of {a.numel()} positions; "
+            f"the largest difference is {float(diff.max()):.3g} (at index {where}: got "
+            f"{float(a.flatten()[i]):.6g}, expected {float(e.flatten()[i]):.6g})")
+
+
+# --------------------------------------------------------------------------- side effects
+
+def _hooks(model: nn.Module) -> int:
+    n = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            n += len(getattr(m, attr, {}) or {})
+    return n
+
+
+def _structure(model: nn.Module) -> list:
+    return [(name, type(m).__name__, getattr(m, "inplace", None), m.training) for name, m in model.named_modules()]
+
+
+def snapshot(args, kwargs) -> dict:
+    """What :func:`compare` needs to tell what a call changed in its arguments."""
+    snap = {}
+    for key, v in list(enumerate(args)) + list(kwargs.items()):
+        if isinstance(v, torch.Tensor):
+            snap[key] = ("tensor", v.detach().clone(), v.requires_grad)
+        elif isinstance(v, nn.Module):
+            snap[key] = ("module", v.training, _hooks(v),
+                         [(p.grad is None, p.requires_grad) for p in v.parameters()],
+                         {k: t.detach().clone() for k, t in v.state_dict().items()}, _structure(v))
+    return snap
+
+
+def compare(snap: dict, args, kwargs) -> list[str]:
+    """The changes since :func:`snapshot`, as sentences (empty list: nothing changed)."""
+    problems = []
+    values = dict(list(enumerate(args)) + list(kwargs.items()))
+    for key, s in snap.items():
+        v = values[key]
+        what = f"argument {key + 1}" if isinstance(key, int) else f"argument {key}="
+        if s[0] == "tensor":
+            if v.shape != s[1].shape or not torch.equal(v.detach(), s[1]):
+                problems.append(f"{what} (a tensor) was modified in place")
+            if v.requires_grad != s[2]:
+                problems.append(f"{what} (a tensor) had its requires_grad changed to {v.requires_grad}")
+        else:
+            if v.training != s[1]:
+                problems.append(f"{what} (the model) was left in {'training' if v.training else 'eval'} mode")
+            if _hooks(v) != s[2]:
+                problems.append(f"{what} (the model) has {_hooks(v) - s[2]} hook(s) left registered")
+            grads = [(p.grad is None, p.requires_grad) for p in v.parameters()]
+            if any(g[0] != h[0] for g, h in zip(grads, s[3])):
+                problems.append(f"{what} (the model): the .grad of some parameters was filled")
+            if any(g[1] != h[1] for g, h in zip(grads, s[3])):
+                problems.append(f"{what} (the model): requires_grad of some parameters was changed")
+            if _structure(v) != s[5]:
+                problems.append(f"{what} (the model): its layers (their types, in-place flags or modes) were "
+                                f"changed and not put back")
+            sd = v.state_dict()
+            if set(sd) != set(s[4]) or any(not torch.equal(sd[k].detach(), s[4][k]) for k in s[4]):
+                problems.append(f"{what} (the model): its weights were changed")
+    return problems
+
+
+def call_with_report(fn, args, kwargs):
+    """``(fn(*args, **kwargs), changes)`` where ``changes`` lists what the call changed in its arguments."""
+    remote = getattr(fn, "__grading_call__", None)
+    if remote is not None:  # graded: the function runs in the student's process, which reports
+        return remote(args, kwargs, report=True)
+    snap = snapshot(args, kwargs)
+    result = fn(*args, **kwargs)
+    return result, compare(snap, args, kwargs)
+
+
+def check_no_side_effects(fn, *args, **kwargs):
+    """Call ``fn(*args, **kwargs)``; fail if it changed any argument. Returns the result."""
+    result, problems = call_with_report(fn, args, kwargs)
+    if problems:
+        name = getattr(fn, "__name__", "the function")
+        raise AssertionError(f"{name} must leave its arguments as they were, but: " + "; ".join(problems))
+    return result

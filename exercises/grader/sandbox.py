@@ -1,0 +1,302 @@
+"""A bubblewrap sandbox for one process that runs untrusted code.
+
+What the process gets:
+
+* **no network**: its own (empty) network namespace, loopback only;
+* **its own process tree** (PID namespace): it cannot see or signal anything outside,
+  and everything in it dies with it;
+* **a read-only view of only what Python needs**: ``/usr``, the Python installation and
+  virtual environment, ``course_lib``, the data folder, and this ``grader`` package.
+  Nothing else of the machine exists in there: not the course folder (no source notebooks,
+  no solutions, no gradebook, no other submissions), not ``$HOME``, not ``/etc/shadow``;
+* **one writable folder**: ``/tmp``, a private in-memory file system of bounded size
+  (``tmp_size``), gone when the process ends;
+* **limits**: CPU seconds and memory (``RLIMIT_CPU``, ``RLIMIT_DATA``), file size, open
+  files; the wall-clock limit is enforced by the driver, which kills the whole sandbox;
+* **no privileges**: a user namespace, no capabilities, no further namespaces; when the grader
+  runs as root, the sandbox also gets its own cgroup (where the machine has one) that caps the
+  number of processes (fork bombs) and its total memory; otherwise ``RLIMIT_NPROC`` caps them.
+
+Modules listed in ``hidden`` are replaced by :mod:`grader.hidden_module`, which raises
+``ImportError`` (used to keep the reference implementation of the exercise out of reach).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+GRADER_DIR = Path(__file__).resolve().parent          # exercises/grader
+EXERCISES_DIR = GRADER_DIR.parent                     # exercises/  (never exposed as a whole)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create a sandbox on this machine."""
+
+
+@dataclass
+class Limits:
+    cpu_seconds: int = 120              # CPU time per process (RLIMIT_CPU)
+    memory: int = 3 << 30               # bytes of data memory per process (RLIMIT_DATA)
+    tmp_size: int = 256 << 20           # bytes of the private /tmp
+    file_size: int = 64 << 20           # largest file it may write (RLIMIT_FSIZE)
+    open_files: int = 256
+    processes: int = 256                # processes and threads (a cgroup as root, else RLIMIT_NPROC)
+
+
+@dataclass
+class PythonInfo:
+    """Where the course's Python lives (found by asking that Python, outside any sandbox)."""
+
+    executable: str
+    paths: list[str] = field(default_factory=list)           # folders to expose read-only
+    modules: dict[str, str | None] = field(default_factory=dict)  # module -> file/folder to hide
+    data_dir: str | None = None
+
+
+_QUERY = r"""
+import importlib.util, json, os, sys
+out = {"prefixes": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}),
+       "sys_path": [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)],
+       "modules": {}, "packages": {}}
+for name in ("course_lib",):
+    spec = importlib.util.find_spec(name)
+    if spec and spec.submodule_search_locations:
+        out["packages"][name] = [os.path.realpath(p) for p in spec.submodule_search_locations]
+for name in json.loads(sys.argv[1]):
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:
+        spec = None
+    if spec is None or not spec.origin:
+        out["modules"][name] = None
+    elif spec.submodule_search_locations:
+        out["modules"][name] = os.path.realpath(list(spec.submodule_search_locations)[0])
+    else:
+        out["modules"][name] = os.path.realpath(spec.origin)
+try:
+    from course_lib.data import data_dir
+    out["data_dir"] = os.path.realpath(data_dir())
+except Exception:
+    out["data_dir"] = None
+print(json.dumps(out))
+"""
+
+
+@lru_cache(maxsize=None)
+def python_info(python: str, hidden: tuple[str, ...] = ()) -> PythonInfo:
+    """Ask the course's Python (a trusted run, outside the sandbox) where its files are."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, "-c", _QUERY, json.dumps(list(hidden))], capture_output=True, text=True,
+                          env=env, cwd="/", timeout=120)
+    if proc.returncode != 0:
+        raise SandboxUnavailable(f"cannot run the course's Python {python}: {proc.stderr.strip()[-2000:]}")
+    q = json.loads(proc.stdout)
+    paths = list(q["prefixes"]) + [p for locs in q["packages"].values() for p in locs] + q["sys_path"]
+    if q.get("data_dir") and os.path.isdir(q["data_dir"]):
+        paths.append(q["data_dir"])
+    mirror = os.environ.get("COURSE_DATA_MIRROR")
+    if mirror and os.path.isdir(mirror):
+        paths.append(os.path.realpath(mirror))
+    exercises = str(EXERCISES_DIR.resolve())
+    keep: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if p.startswith("/usr/") or p == "/usr":
+            continue
+        if exercises == p or exercises.startswith(p.rstrip("/") + "/"):
+            raise SandboxUnavailable(
+                f"the course's Python has {p} on its path, which contains the exercises folder (with the "
+                f"solutions); refusing to expose it to student code")
+        if any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
+            continue
+        keep.append(p)
+    return PythonInfo(executable=os.path.abspath(python), paths=keep, modules=q["modules"], data_dir=q.get("data_dir"))
+
+
+def _parents(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[str, ...] = (),
+               fds: tuple[int, ...] = (), env: dict | None = None) -> list[str]:
+    """The full command line: ``[prlimit ...] bwrap ... -- python argv``."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed: `sudo apt-get install bubblewrap` "
+                                 "(or run `make grader-setup`, which installs it when run as root)")
+    as_root = os.geteuid() == 0
+    cmd: list[str] = []
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise SandboxUnavailable("prlimit (from util-linux) is needed to set the sandbox's limits")
+    rl = {"--cpu": (limits.cpu_seconds, limits.cpu_seconds + 5), "--data": (limits.memory, limits.memory),
+          "--fsize": (limits.file_size, limits.file_size), "--nofile": (limits.open_files, limits.open_files),
+          "--core": (0, 0)}
+    if not as_root:  # RLIMIT_NPROC counts all of this user's processes (root is exempt from it)
+        n = limits.processes + _user_processes()
+        rl["--nproc"] = (n, n)
+    cmd += [prlimit] + [f"{k}={s}:{h}" for k, (s, h) in rl.items()] + ["--"]
+    cmd += [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
+    cmd += ["--unshare-user"] + (["--disable-userns"] if _supports(bwrap, "--disable-userns") else [])
+    if as_root:  # bwrap run by root keeps root's capabilities unless told otherwise
+        cmd += ["--cap-drop", "ALL"]
+    # the system: /usr and the merged-/usr links, a few harmless files of /etc
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+        p = Path("/") / name
+        if p.is_symlink():
+            cmd += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            cmd += ["--ro-bind", str(p), str(p)]
+    cmd += ["--perms", "0755", "--dir", "/etc"]
+    for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/passwd", "/etc/group", "/etc/localtime",
+              "/etc/nsswitch.conf"):
+        if os.path.exists(f):
+            cmd += ["--ro-bind", f, f]
+    if not _supports(bwrap, "--size"):
+        raise SandboxUnavailable("this bubblewrap is too old (it cannot bound the size of /tmp): 0.8 or newer "
+                                 "is needed")
+    cmd += ["--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
+    # Python, the course's packages, the data, and this package -- read-only
+    made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
+    exposed = list(info.paths) + [str(GRADER_DIR)]
+    for p in exposed:
+        for parent in _parents(p):
+            if parent not in made and not any(parent == e or parent.startswith(e + "/") for e in exposed):
+                cmd += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        cmd += ["--ro-bind", p, p]
+    stub = str(GRADER_DIR / "hidden_module.py")
+    for name in hidden:
+        path = info.modules.get(name)
+        if not path:
+            continue
+        if os.path.isdir(path):
+            cmd += ["--perms", "0555", "--tmpfs", path, "--ro-bind", stub, os.path.join(path, "__init__.py")]
+        else:
+            cmd += ["--ro-bind", stub, path]
+            cached = os.path.join(os.path.dirname(path), "__pycache__")
+            if os.path.isdir(cached):
+                cmd += ["--perms", "0555", "--tmpfs", cached]
+    base_env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+        "PYTHONPATH": str(EXERCISES_DIR), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
+        "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/matplotlib",
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+        "COURSE_FAST": "1",
+    }
+    if info.data_dir:
+        base_env["COURSE_DATA_DIR"] = info.data_dir
+    mirror = os.environ.get("COURSE_DATA_MIRROR")
+    if mirror and os.path.isdir(mirror):
+        base_env["COURSE_DATA_MIRROR"] = os.path.realpath(mirror)
+    base_env.update(env or {})
+    cmd += ["--clearenv"]
+    for k, v in base_env.items():
+        cmd += ["--setenv", k, v]
+    cmd += ["--chdir", "/tmp", "--"]
+    return cmd + [info.executable] + list(argv)
+
+
+@lru_cache(maxsize=None)
+def _supports(bwrap: str, option: str) -> bool:
+    proc = subprocess.run([bwrap, "--help"], capture_output=True, text=True)
+    return option in proc.stdout + proc.stderr
+
+
+def _user_processes() -> int:
+    uid, n = os.getuid(), 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid:
+                    n += int(open(f"/proc/{d}/status").read().split("Threads:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    return n
+
+
+class Cgroup:
+    """A fresh cgroup for one sandbox (root only, best effort): a cap on processes and on total memory.
+
+    ``wrap(cmd)`` returns a command that first moves itself into the cgroup, then runs ``cmd``;
+    ``remove()`` deletes the cgroup once everything in it has ended.
+    """
+
+    _count = 0
+
+    def __init__(self, limits: Limits):
+        self.dirs: list[Path] = []
+        if os.geteuid() != 0:
+            return
+        Cgroup._count += 1
+        name = f"nbgrader-sandbox-{os.getpid()}-{Cgroup._count}"
+        memory = limits.memory + limits.tmp_size + (1 << 30)
+        v2 = Path("/sys/fs/cgroup")
+        controllers = (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []
+        if controllers:
+            settings = {"pids.max": limits.processes} if "pids" in controllers else {}
+            if "memory" in controllers:
+                settings.update({"memory.max": memory, "memory.swap.max": 0})
+            self._make(v2 / name, settings)
+        else:
+            self._make(v2 / "pids" / name, {"pids.max": limits.processes})
+            self._make(v2 / "memory" / name, {"memory.limit_in_bytes": memory})
+
+    def _make(self, path: Path, settings: dict) -> None:
+        try:
+            path.mkdir()
+        except OSError:
+            return
+        self.dirs.append(path)
+        for k, v in settings.items():
+            try:
+                (path / k).write_text(str(v))
+            except OSError:
+                pass
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        if not self.dirs:
+            return cmd
+        joins = " && ".join(f"echo $$ > '{d}/cgroup.procs'" for d in self.dirs)
+        return ["/bin/sh", "-c", joins + ' && exec "$@"', "sh"] + cmd
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    import time
+
+                    time.sleep(0.05)
+        self.dirs = []
+
+
+def check(python: str) -> None:
+    """Raise :class:`SandboxUnavailable` (saying how to fix it) unless a sandbox can be started."""
+    info = python_info(python)
+    proc = subprocess.run(bwrap_argv(info, ["-c", "print('ok')"], Limits()), capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0 or proc.stdout.strip() != "ok":
+        raise SandboxUnavailable(
+            "bubblewrap cannot create a sandbox here: " + (proc.stderr.strip()[-1500:] or f"exit {proc.returncode}")
+            + "\n(on Ubuntu 24.04+, unprivileged user namespaces may be restricted by AppArmor: "
+              "see exercises/README.md)")
+
+
+if __name__ == "__main__":  # python -m grader.sandbox PYTHON: check that sandboxes work
+    check(sys.argv[1] if len(sys.argv) > 1 else sys.executable)
+    print("sandbox: ok")
