@@ -31,7 +31,7 @@ data: setup
 	$(BIN)/python -m course_lib.data fetch
 
 lab: data
-	$(BIN)/jupyter lab notebooks/00_introduction.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/00_introduction.ipynb
 
 test: data grader-setup
 	COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
