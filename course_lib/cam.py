@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import get_layer, lecture_names
+from .models import eval_mode, get_layer, lecture_names
 
 
 class CAMNotApplicableError(ValueError):
@@ -45,17 +45,6 @@ def _check_target(target: int | None, scores: torch.Tensor) -> int:
     if not 0 <= int(target) < n:
         raise ValueError(f"class index {target} out of range: the model has {n} classes (0..{n - 1})")
     return int(target)
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode for the block, then restore the mode it had."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -307,6 +308,18 @@ def load_model(name: str = "course", device=None) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- looking inside
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode for the block; afterwards restore every module's training flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in flags:
+            m.training = training
+
 
 class record_activations:
     """Context manager that records the outputs of named layers during forward passes.

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import IMAGENET_MEAN, IMAGENET_STD
-from .patches import _eval_mode
+from .models import IMAGENET_MEAN, IMAGENET_STD, eval_mode
 
 #: What fills the occluded window. Images are normalized, ``x_norm = (x - mean) / std``.
 FILLS = {
@@ -142,7 +141,7 @@ def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8
 
     heat = torch.zeros(n, h, w, device=device)
     chunks = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
-    with _eval_mode(model), tqdm(total=n * len(windows), desc="occlusion", unit="window",
+    with eval_mode(model), tqdm(total=n * len(windows), desc="occlusion", unit="window",
                                  disable=not progress) as bar:
         base_logits = model(x)
         targets = _targets(target, base_logits)

@@ -26,7 +26,6 @@ import math
 import os
 import tempfile
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import get_layer, lecture_names
+from .models import eval_mode, get_layer, lecture_names
 
 #: Layers that act on each position separately: they leave the receptive field unchanged.
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -197,7 +196,7 @@ def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i
     """
     chain = _feature_chain(model, layer)
     _check_image_batch(x, one=True)
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         first = next(iter(model.parameters()), None)
         x = x.detach().clone().to(first.device if first is not None else x.device).requires_grad_(True)
         out = x
@@ -213,16 +212,6 @@ def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i
 
 # --------------------------------------------------------------------------- small helpers
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode for the block; restore every module's training flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in flags:
-            m.training = t
 
 
 def _check_image_batch(x, one: bool = False) -> None:
@@ -371,7 +360,7 @@ def scan_activations(model: nn.Module, dataset, layers, indices=None, batch_size
         vals = {n: [] for n in todo}
         poss = {n: [] for n in todo}
         shapes = {}
-        with _eval_mode(model):
+        with eval_mode(model):
             for s in tqdm(range(0, len(idx), batch_size), desc=f"scan {', '.join(todo)}", unit="batch",
                           disable=not progress):
                 x = torch.cat([preprocess(dataset[i][0], model) for i in idx[s:s + batch_size]]).to(device)
