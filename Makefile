@@ -37,8 +37,7 @@ test: data grader-setup
 	COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 book: data
-	mkdir -p build
-	$(BIN)/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=-1 --output-dir build $(NOTEBOOKS)
+	env -u COURSE_FAST $(BIN)/python tools/book.py build --out build $(NOTEBOOKS)
 
 clean:
 	rm -rf build $(VENV)

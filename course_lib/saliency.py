@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import get_layer
+from .models import eval_mode, get_layer
 
 # --------------------------------------------------------------------------- checks and model state
 
@@ -73,18 +73,6 @@ def _index(value, name: str) -> int:
 def _device(model: nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return torch.device("cpu") if p is None else p.device
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Run a block with ``model`` in eval mode; afterwards every module gets its own mode back."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 class _Stop(Exception):
@@ -549,7 +537,7 @@ def show_grabcut(image, saliency, mask, seeds=None, title=None):
 
 
 __all__ = [
-    "check_image", "eval_mode", "gradient", "saliency_map", "clip_for_display", "vanilla_saliency", "smoothgrad",
+    "check_image", "gradient", "saliency_map", "clip_for_display", "vanilla_saliency", "smoothgrad",
     "integrated_gradients", "RIEMANN", "GuidedReLUFunction", "GuidedReLU", "guided_relus", "guided_backprop",
     "METHODS", "compute_saliency", "predicted_class", "conv_layers", "default_unit_layer", "top_channels", "attribution_image",
     "grabcut_seeds",

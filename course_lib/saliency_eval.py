@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import lecture_names
-from .saliency import _device, _index, check_image, clip_for_display, compute_saliency, eval_mode, predicted_class
+from .models import eval_mode, lecture_names
+from .saliency import _device, _index, check_image, clip_for_display, compute_saliency, predicted_class
 
 BLUR_SIGMA = 5.0
 SUBSTRATES = ("mean", "blur")

@@ -129,8 +129,10 @@ def test_evaluate_saliency(tiny_net):
             assert ((res["auc"][name][mode] >= 0) & (res["auc"][name][mode] <= 1)).all()
             np.testing.assert_allclose(res["auc"][name][mode],
                                        [E.auc(res["fractions"], c) for c in res["curves"][name][mode]])
-    # deletion's first point is the intact image, for every method
-    first = res["curves"]["gradient"]["deletion"][:, 0]
+    # deletion's first point is the intact image's probability of the explained (predicted) class
+    with torch.no_grad():
+        first = [torch.softmax(tiny_net(x), 1)[0, c].item() for x, c in zip(images, res["targets"])]
+    assert res["targets"] == [3, 3]  # (so explaining class 0 by mistake would show)
     for name in methods:
         np.testing.assert_allclose(res["curves"][name]["deletion"][:, 0], first, rtol=1e-5)
     rows = E.auc_table(res)
