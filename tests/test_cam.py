@@ -154,3 +154,19 @@ def test_agreement_with_occlusion_on_a_planted_object(tiny_net):
         net.fc.weight[3] /= net(x)[0, 3]  # logit 1 against 0.5: the probability is far from saturated
     res = agreement_with_occlusion(net, [x], fraction=0.1, patch=16, stride=8, progress=False)
     assert res["cam"] == 1.0 and res["centre"] == 0.0 and res["images"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # captum's notes about its own hooks
+@pytest.mark.parametrize("layer", ["relu4_2", "relu3_2"])
+def test_guided_grad_cam_matches_captum(net, layer):
+    from captum.attr import GuidedGradCam
+    from course_lib.cam import guided_grad_cam
+
+    x = _x(net, 4)
+    # a class whose Grad-CAM is not empty (random nets can have all-negative maps), so the check is not vacuous
+    c = next(c for c in range(10) if grad_cam(net, x, layer=layer, target=c).max() > 0)
+    oracle = GuidedGradCam(net, get_layer(net, layer)).attribute(x, target=c, interpolate_mode="bilinear")[0]
+    ours = guided_grad_cam(net, x, layer=layer, target=c)
+    assert ours.shape == (3,) + tuple(x.shape[-2:])
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, oracle, rtol=1e-4, atol=1e-6 * float(oracle.abs().max()))
