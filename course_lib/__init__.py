@@ -7,5 +7,14 @@ its equation. The foundation:
 - :mod:`course_lib.models`   -- ``load_model("course" | "vgg16" | ...)``, ``get_layer``, hooks
 - :mod:`course_lib.imaging`  -- preprocess / deprocess, grids, heatmap overlays, plotting
 - :mod:`course_lib.train`    -- ``python -m course_lib.train``: the course model, from scratch
+
+The lecture topics:
+
+- :mod:`course_lib.weights`, :mod:`course_lib.neighbors`  -- notebook 01: filters, nearest neighbours
+- :mod:`course_lib.patches`, :mod:`course_lib.occlusion`  -- notebook 02: receptive fields, top patches, occlusion
+- :mod:`course_lib.saliency`, :mod:`course_lib.saliency_eval` -- notebook 03: gradients, guided backprop, GrabCut,
+  deletion/insertion, randomisation checks
+- :mod:`course_lib.cam`      -- notebook 04: CAM, Grad-CAM, Guided Grad-CAM
+- :mod:`course_lib.grading`  -- helpers for the exercises' hidden tests
 """
 __version__ = "0.1.0"
