@@ -16,13 +16,11 @@ Notation: ``A^k`` is the k-th feature map of a conv layer (size h x w), ``S_c`` 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import eval_mode, get_layer, lecture_names
+from .models import eval_mode, get_layer, lecture_names, record_activations
 
 
 class CAMNotApplicableError(ValueError):
@@ -45,26 +43,6 @@ def _check_target(target: int | None, scores: torch.Tensor) -> int:
     if not 0 <= int(target) < n:
         raise ValueError(f"class index {target} out of range: the model has {n} classes (0..{n - 1})")
     return int(target)
-
-
-@contextmanager
-def capture_output(layer: nn.Module):
-    """Record ``layer``'s output (with its graph) during the block; the hook is removed afterwards.
-
-    The hook hands a *copy* of the output to the rest of the network, so an in-place
-    ReLU that follows cannot overwrite the recorded activations.
-    """
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m, _inp, out):
-        store["out"] = out
-        return out.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
 
 
 def upsample(m: torch.Tensor, size) -> torch.Tensor:
@@ -154,12 +132,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target
     its parameters' ``.grad`` and the input are left untouched.
     """
     _check_image(x)
-    layer_module = get_layer(model, layer or default_cam_layer(model))
+    layer = layer or default_cam_layer(model)
     xg = x.detach().clone().requires_grad_(True)        # a graph even though the weights are frozen
-    with eval_mode(model), torch.enable_grad(), capture_output(layer_module) as store:
+    # detach=False keeps A's graph; the network goes on with a copy, so an in-place ReLU can't overwrite A
+    with eval_mode(model), torch.enable_grad(), record_activations(model, [layer], detach=False) as acts:
         scores = model(xg)
         c = _check_target(target, scores)
-        A = store["out"]
+        A = acts[layer]
         if A.ndim != 4:
             raise ValueError(f"Grad-CAM needs a layer with [N, K, h, w] output; {layer!r} gives {tuple(A.shape)}")
         (dS_dA,) = torch.autograd.grad(scores[0, c], A)

@@ -172,7 +172,6 @@ def main(argv=None):
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         elapsed += time.time() - t0
-        last = epoch == args.epochs - 1
         acc = evaluate(model, xva, yva, device) if (epoch + 1) % 5 == 0 or epoch >= args.epochs - 3 else None
         history.append({"epoch": epoch + 1, "size": size, "train_loss": total / seen, "val_top1": acc,
                         "seconds": round(time.time() - t0, 1)})
@@ -182,7 +181,6 @@ def main(argv=None):
                     "gen": gen.get_state(), "epoch": epoch + 1, "history": history, "elapsed": elapsed,
                     "args": vars(args) | {"out": str(args.out)}}, ckpt_path.with_suffix(".tmp"))
         ckpt_path.with_suffix(".tmp").replace(ckpt_path)
-        del last
 
     # ---- export: fold BN, evaluate the plain model exactly as the course will use it
     plain = fold_batch_norm(model.cpu().eval())
