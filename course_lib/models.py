@@ -30,9 +30,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The course model's architecture: one tuple per block, (out_channels of each
-#: conv in the block). Block 1 is a single 5x5 stride-2 conv (big RGB filters
+#: conv in the block). Block 1 is a single large strided conv (big RGB filters
 #: worth looking at, as in AlexNet); the other convs are 3x3, padding 1.
 COURSE_BLOCKS = ((64,), (128,), (192, 192), (384, 384))
+#: The first convolution, (kernel, stride, padding): 5x5 at stride 2. (A kernel that is a
+#: multiple of its stride, e.g. 8x8/2, covers every input pixel equally often and leaves no
+#: checkerboard imprint on input gradients; ``python -m course_lib.train --conv1 8 2 3`` trains one.)
+COURSE_CONV1 = (5, 2, 2)
+#: How blocks end: "max" (plain 2x2 max-pooling, stride 2) or "blur" (max over 2x2 at stride 1,
+#: then a blur that downsamples by 2; Zhang 2019: :class:`BlurMaxPool2d`).
+COURSE_POOL = "max"
 COURSE_INPUT_SIZE = 128
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -40,8 +47,34 @@ COURSE_WEIGHTS = DATA_DIR / "course_model.pt"
 COURSE_RECORD = DATA_DIR / "course_model.json"
 
 
+class BlurMaxPool2d(nn.Module):
+    """Anti-aliased max-pooling, "MaxBlurPool" (Zhang 2019, *Making CNNs shift-invariant again*).
+
+    Plain 2x2/2 max-pooling keeps one pixel in four: it aliases (a one-pixel shift of the
+    input changes the output a lot) and routes gradients to a fixed grid of winners. Here
+    the max is taken densely and the subsampling happens after a low-pass filter:
+
+        y = subsample_2( B * maxpool_{2x2, stride 1}(x) ),   B = [1 2 1]^T [1 2 1] / 16
+
+    (B applied to each channel, zero padding 1). As one window it is a 4x4 kernel,
+    stride 2, padding 1: those are ``kernel_size, stride, padding`` (used for receptive fields).
+    """
+
+    kernel_size, stride, padding = 4, 2, 1
+
+    def __init__(self):
+        super().__init__()
+        b = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("blur", (b[:, None] * b[None, :] / 16).view(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(x, kernel_size=2, stride=1)
+        weight = self.blur.to(x.dtype).expand(x.shape[1], 1, 3, 3)
+        return nn.functional.conv2d(x, weight, stride=2, padding=1, groups=x.shape[1])
+
+
 class CourseNet(nn.Module):
-    """A small VGG-style CNN: conv/ReLU/max-pool blocks, global average pooling, one linear layer.
+    """A small VGG-style CNN: conv/ReLU/pool blocks, global average pooling, one linear layer.
 
     Shapes for a 128x128 input (the model's ``input_size``)::
 
@@ -52,18 +85,25 @@ class CourseNet(nn.Module):
         gap: mean over the 8x8 positions -> 384 numbers
         fc:  384 -> 10 class scores
 
+    ``conv1 = (kernel, stride, padding)`` of the first conv; ``pool`` is ``"blur"``
+    (:class:`BlurMaxPool2d`) or ``"max"`` (plain ``MaxPool2d(2, 2)``).
     ``batch_norm=True`` adds a BatchNorm after every conv (used only while
     training; :func:`fold_batch_norm` removes it again for the shipped model).
     """
 
-    def __init__(self, num_classes: int = 10, blocks=COURSE_BLOCKS, batch_norm: bool = False):
+    def __init__(self, num_classes: int = 10, blocks=COURSE_BLOCKS, batch_norm: bool = False,
+                 conv1=COURSE_CONV1, pool: str = COURSE_POOL):
         super().__init__()
+        if pool not in ("blur", "max"):
+            raise ValueError(f"pool must be 'blur' or 'max', not {pool!r}")
+        self.conv1_spec, self.pool_kind = tuple(int(v) for v in conv1), pool
+        k1, s1, p1 = self.conv1_spec
         layers: "OrderedDict[str, nn.Module]" = OrderedDict()
         in_ch = 3
         for b, widths in enumerate(blocks, start=1):
             for i, out_ch in enumerate(widths, start=1):
                 if b == 1 and i == 1:
-                    conv = nn.Conv2d(in_ch, out_ch, kernel_size=5, stride=2, padding=2, bias=not batch_norm)
+                    conv = nn.Conv2d(in_ch, out_ch, kernel_size=k1, stride=s1, padding=p1, bias=not batch_norm)
                 else:
                     conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=not batch_norm)
                 layers[f"conv{b}_{i}"] = conv
@@ -72,7 +112,7 @@ class CourseNet(nn.Module):
                 layers[f"relu{b}_{i}"] = nn.ReLU(inplace=True)
                 in_ch = out_ch
             if b < len(blocks):
-                layers[f"pool{b}"] = nn.MaxPool2d(kernel_size=2, stride=2)
+                layers[f"pool{b}"] = BlurMaxPool2d() if pool == "blur" else nn.MaxPool2d(kernel_size=2, stride=2)
         self.features = nn.Sequential(layers)
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
@@ -100,7 +140,8 @@ def fold_batch_norm(model: CourseNet) -> CourseNet:
                 current, b_prev = [], b
             current.append(m.out_channels)
     blocks.append(tuple(current))
-    plain = CourseNet(num_classes=model.fc.out_features, blocks=tuple(blocks), batch_norm=False)
+    plain = CourseNet(num_classes=model.fc.out_features, blocks=tuple(blocks), batch_norm=False,
+                      conv1=model.conv1_spec, pool=model.pool_kind)
     src = dict(model.features.named_children())
     for name, conv in plain.features.named_children():
         if not name.startswith("conv"):
@@ -234,7 +275,9 @@ def load_course_model(weights: Path | str = COURSE_WEIGHTS, device=None) -> Cour
         raise ChecksumError(
             f"{weights} is corrupt or was replaced: sha256 {actual}, expected {record['weights_sha256']} "
             f"(from {record_path.name}). Restore it with `git checkout -- {weights.name}` or retrain.")
-    model = CourseNet(num_classes=len(record["classes"]), blocks=tuple(tuple(b) for b in record["blocks"]))
+    # records written before the first conv and the pooling were configurable: 5x5/2 conv, max-pooling
+    model = CourseNet(num_classes=len(record["classes"]), blocks=tuple(tuple(b) for b in record["blocks"]),
+                      conv1=record.get("conv1", (5, 2, 2)), pool=record.get("pool", "max"))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.record = record
     return _prepare(model, record["classes"], record["input_size"], record["mean"], record["std"], device)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import eval_mode, get_layer, lecture_names
+from .models import BlurMaxPool2d, eval_mode, get_layer, lecture_names
 
 #: Layers that act on each position separately: they leave the receptive field unchanged.
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -97,7 +97,7 @@ def _geometry(name: str, m: nn.Module) -> tuple[int, int, int] | None:
     if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
         raise ValueError(f"layer {name!r} pads with {m.padding_mode!r}: its units read pixels outside their "
                          f"window, so the window arithmetic only holds for zero padding")
-    if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+    if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurMaxPool2d)):
         k = _square(m.kernel_size, "kernel", name)
         d = _square(getattr(m, "dilation", 1), "dilation", name)
         k = d * (k - 1) + 1

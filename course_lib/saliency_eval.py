@@ -74,6 +74,49 @@ def saliency_methods(smoothgrad_samples: int = 50, ig_steps: int = 64, noise_lev
     return methods
 
 
+# --------------------------------------------------------------------------- grid imprint
+
+
+def grid_energy(saliency, period: int = 16, window: int = 2) -> float:
+    """How much of a map is a periodic grid: the share of its power spectrum in *peaks* at the
+    harmonics of ``period`` pixels (a network whose strides multiply to 16 prints its
+    imprint with that period or a divisor of it: 2, 4, 8, 16).
+
+    With ``P(u, v) = |FFT(s - mean s)|^2`` of an ``H x W`` map, the harmonics are the
+    frequencies ``(u, v) = (a H / period, b W / period)`` other than ``(0, 0)``. A harmonic's
+    *excess* is its power above the median of its neighbours (``|du|, |dv| <= window``,
+    harmonics excluded), so smooth content that merely passes through the bin does not count:
+
+        grid energy = sum over harmonics of max(0, P - median of neighbours) / sum of all P
+
+    A checkerboard gives 1, a map without periodic structure about 0. ``H`` and ``W`` must be
+    multiples of ``period``.
+    """
+    s = torch.as_tensor(np.asarray(saliency) if not isinstance(saliency, torch.Tensor) else saliency)
+    if s.ndim != 2:
+        raise ValueError(f"expected one 2-D map [H, W], got shape {list(s.shape)}")
+    h, w = s.shape
+    if h % period or w % period:
+        raise ValueError(f"the map's size {h}x{w} must be a multiple of the period {period}")
+    s = s.double()
+    power = torch.fft.fft2(s - s.mean()).abs() ** 2
+    total = power.sum().item()
+    if total == 0:
+        return 0.0
+    ys, xs = range(0, h, h // period), range(0, w, w // period)
+    harmonic = torch.zeros(h, w, dtype=torch.bool)
+    harmonic[torch.tensor(list(ys))[:, None], torch.tensor(list(xs))[None, :]] = True
+    excess = 0.0
+    offsets = [(dy, dx) for dy in range(-window, window + 1) for dx in range(-window, window + 1) if dy or dx]
+    for u in ys:
+        for v in xs:
+            if u == 0 and v == 0:
+                continue
+            near = [power[(u + dy) % h, (v + dx) % w] for dy, dx in offsets if not harmonic[(u + dy) % h, (v + dx) % w]]
+            excess += max(0.0, power[u, v].item() - torch.stack(near).median().item())
+    return excess / total
+
+
 # --------------------------------------------------------------------------- deletion / insertion
 
 

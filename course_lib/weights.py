@@ -209,3 +209,117 @@ def show_filters(source, layer: str | None = None, n_filters: int | None = None,
         title = f"{layer + ': ' if layer else ''}weight {list(w.shape)}, {what}"
     ax.set_title(title, fontsize=9)
     return ax.figure
+
+
+# --------------------------------------------------------------------------- are first-layer filters edges?
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in the luminance Y
+
+
+def gabor(size: int, x0: float, y0: float, theta: float, sigma_x: float, sigma_y: float,
+          freq: float, phase: float, amplitude: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """A 2-D Gabor function sampled on a ``size x size`` grid (pixel centres ``0 .. size-1``):
+
+        g(x, y) = A exp(-x'^2 / (2 sx^2) - y'^2 / (2 sy^2)) cos(2 pi f x' + phase) + c
+        x' =  (x - x0) cos(theta) + (y - y0) sin(theta)      (across the stripes)
+        y' = -(x - x0) sin(theta) + (y - y0) cos(theta)      (along the stripes)
+
+    ``f`` is in cycles per pixel (0 ... 0.5); with ``f = 0`` it is a Gaussian blob.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    xr = (xx - x0) * math.cos(theta) + (yy - y0) * math.sin(theta)
+    yr = -(xx - x0) * math.sin(theta) + (yy - y0) * math.cos(theta)
+    envelope = np.exp(-xr ** 2 / (2 * sigma_x ** 2) - yr ** 2 / (2 * sigma_y ** 2))
+    return amplitude * envelope * np.cos(2 * math.pi * freq * xr + phase) + offset
+
+
+def fit_gabor(kernel) -> tuple[dict, float]:
+    """Least-squares fit of :func:`gabor` to one square 2-D kernel; returns ``(parameters, R^2)``.
+
+    ``R^2 = 1 - sum (k - g)^2 / sum (k - mean k)^2``: the share of the kernel's variance the
+    best Gabor explains. The fit (``scipy.optimize.least_squares``) starts from 4 orientations
+    x 2 frequencies x 2 phases and keeps the best.
+    """
+    from scipy.optimize import least_squares
+
+    k = np.asarray(kernel, dtype=float)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"expected one square 2-D kernel, got shape {k.shape}")
+    n = k.shape[0]
+    names = ("x0", "y0", "theta", "sigma_x", "sigma_y", "freq", "phase", "amplitude", "offset")
+    lo = [-0.5, -0.5, -np.inf, 0.4, 0.4, 0.0, -np.inf, -np.inf, -np.inf]
+    hi = [n - 0.5, n - 0.5, np.inf, 2.0 * n, 2.0 * n, 0.5, np.inf, np.inf, np.inf]
+    ss_tot = float(((k - k.mean()) ** 2).sum())
+    if ss_tot == 0:
+        return dict(zip(names, [(n - 1) / 2] * 2 + [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, float(k.mean())])), 0.0
+    scale = float(np.abs(k - k.mean()).max())
+    best = None
+    for theta in (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4):
+        for freq in (0.05, 0.2):
+            for phase in (0.0, math.pi / 2):
+                p0 = [(n - 1) / 2, (n - 1) / 2, theta, n / 4, n / 4, freq, phase, scale, float(k.mean())]
+                res = least_squares(lambda p: (gabor(n, *p) - k).ravel(), p0, bounds=(lo, hi))
+                if best is None or res.cost < best.cost:
+                    best = res
+    r2 = 1.0 - 2 * best.cost / ss_tot
+    return dict(zip(names, (float(v) for v in best.x))), float(r2)
+
+
+def is_oriented(params: dict, size: int, min_cycles: float = 0.15) -> bool:
+    """Whether a Gabor fitted to a ``size x size`` kernel is an oriented edge/bar detector rather
+    than a blob or a ramp: one whole period fits in the kernel (``1 / f <= size``) and the envelope
+    spans at least ``min_cycles`` periods across the stripes (``f * sigma_x >= min_cycles``), so
+    the filter changes sign across its orientation. A colour blob fits with ``f ~ 0``, a smooth
+    ramp with a period longer than the kernel."""
+    f = params["freq"]
+    return f * size >= 1.0 and f * params["sigma_x"] >= min_cycles
+
+
+def first_colour_component(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    """Split one RGB filter ``[3, h, w]`` into a colour and a spatial pattern (rank-1 SVD):
+
+        W[c, y, x] - mean_c  ~  u_c * s(y, x),    |u| = 1
+
+    ``u`` is the filter's main colour direction (e.g. ``(0.6, 0.6, 0.6)``: light vs dark;
+    ``(0.7, -0.7, 0)``: red vs green), ``s`` its spatial pattern. Returns ``(u, s, share)``
+    with ``share`` the fraction of the filter's variance this one component holds.
+    """
+    a = w.reshape(3, -1).double().numpy()
+    a = a - a.mean(axis=1, keepdims=True)
+    u, sv, vt = np.linalg.svd(a, full_matrices=False)
+    total = float((sv ** 2).sum())
+    s = (sv[0] * vt[0]).reshape(w.shape[1:])
+    if u[:, 0].sum() < 0:  # sign convention: the colour direction leans towards "light"
+        u, s = -u, -s
+    return u[:, 0], s, float(sv[0] ** 2 / total) if total > 0 else 0.0
+
+
+def edge_like_share(source, layer: str | None = None, r2_min: float = 0.5,
+                    progress: bool = True) -> tuple[float, list]:
+    """The first layer's figure of merit: the share of RGB filters that are **oriented Gabors
+    in one colour direction** -- the AlexNet picture of light/dark edges and colour-opponent edges.
+
+    For each filter, :func:`first_colour_component` gives a colour ``u`` and a spatial pattern
+    ``s``; :func:`fit_gabor` fits ``s`` with a Gabor ``g``. The filter counts as edge-like when
+
+    * ``u (x) g`` explains at least ``r2_min`` of the whole filter's variance, all three channels
+      (``R^2 = 1 - |W - u (x) g|^2 / |W - mean_c W|^2``: noisy or multi-coloured filters fail), and
+    * ``g`` is oriented (:func:`is_oriented`): blobs of colour fail.
+
+    Returns ``(share, fits)`` with one dict per filter: ``colour``, ``gabor`` (parameters),
+    ``r2`` and ``edge_like``.
+    """
+    w = conv_weight(source, layer)
+    if w.shape[1] != 3:
+        raise ValueError(f"edge_like_share needs RGB filters [N, 3, h, w], got {list(w.shape)}: "
+                         f"use the first convolution layer")
+    from tqdm.auto import tqdm
+
+    fits = []
+    for f in tqdm(w, desc="Gabor fits", unit="filter", disable=not progress, leave=False):
+        u, s, share = first_colour_component(f)
+        params, r2_s = fit_gabor(s)
+        r2 = share * r2_s  # the component holds `share` of the variance, the Gabor `r2_s` of that
+        oriented = is_oriented(params, size=s.shape[-1])
+        fits.append({"colour": u, "gabor": params, "r2": r2, "edge_like": bool(r2 >= r2_min and oriented)})
+    return sum(f["edge_like"] for f in fits) / len(fits), fits

@@ -82,9 +82,10 @@ def test_unknown_model_name():
 
 # ---------------------------------------------------------------- BN folding
 
-def test_fold_batch_norm_is_exact():
+@pytest.mark.parametrize("conv1,pool", [((5, 2, 2), "max"), ((8, 2, 3), "blur")])
+def test_fold_batch_norm_is_exact(conv1, pool):
     torch.manual_seed(0)
-    net = CourseNet(blocks=((8,), (8,), (8, 8), (16, 16)), batch_norm=True)
+    net = CourseNet(blocks=((8,), (8,), (8, 8), (16, 16)), batch_norm=True, conv1=conv1, pool=pool)
     for m in net.modules():  # non-trivial BN statistics and affine parameters
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1)
@@ -94,6 +95,7 @@ def test_fold_batch_norm_is_exact():
     net.eval()
     plain = fold_batch_norm(net)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert (plain.conv1_spec, plain.pool_kind) == (conv1, pool)
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(plain(x), net(x), rtol=1e-4, atol=1e-5)
     assert [n for n, _ in plain.features.named_children()] == [
@@ -102,6 +104,20 @@ def test_fold_batch_norm_is_exact():
 
 
 # ---------------------------------------------------------------- layer names
+
+def test_blur_max_pool_is_max_then_binomial_blur():
+    """Against the definition: a dense 2x2 max, then [1 2 1] x [1 2 1] / 16 at stride 2 with zero padding."""
+    x = torch.randn(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    m = torch.maximum(torch.maximum(x[..., :-1, :-1], x[..., 1:, :-1]), torch.maximum(x[..., :-1, 1:], x[..., 1:, 1:]))
+    p = torch.nn.functional.pad(m, (1, 1, 1, 1))
+    b = [1, 2, 1]
+    want = sum(b[i] * b[j] * p[..., i:i + 2 * 4 - 1:2, j:j + 2 * 6 - 1:2] for i in range(3) for j in range(3)) / 16
+    got = models.BlurMaxPool2d()(x)
+    assert got.shape == (2, 3, 4, 6)  # 9x12 -> dense max 8x11 -> every second of the padded 10x13
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="'blur' or 'max'"):
+        CourseNet(pool="avg")
+
 
 def test_vgg16_lecture_names():
     vgg = torchvision.models.vgg16()

@@ -13,7 +13,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from course_lib.models import lecture_names
+from course_lib.models import BlurMaxPool2d, lecture_names
 from course_lib.patches import (ActivationScan, ReceptiveField, crop_patch, draw_receptive_fields,
                                 receptive_field, receptive_fields, scan_activations, show_top_patches,
                                 top_patches, unit_gradient)
@@ -36,6 +36,10 @@ def _geometry_clone(model, layer):
             out.append(nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
         elif isinstance(m, nn.AvgPool2d):
             out.append(nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
+        elif isinstance(m, BlurMaxPool2d):  # dense 2x2 max, then a 3x3 blur at stride 2, zero padding 1
+            blur = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False)
+            nn.init.ones_(blur.weight)
+            out.append(nn.Sequential(nn.AvgPool2d(2, 1), blur))
         else:
             out.append(nn.Identity())
     return nn.Sequential(*out)
@@ -80,6 +84,10 @@ def _units(h, w):
 def test_receptive_field_matches_gradient_support_course_architecture(tiny_net, layer):
     _check_layer(tiny_net, layer, 128, _units)
     _check_layer(tiny_net, layer, 64, _units)  # tiny_net's own input size: units see past both borders
+    # the "v2" variant: an 8x8/2 first conv and anti-aliased pools (a 4x4/2 window each)
+    from course_lib.models import CourseNet
+    v2 = CourseNet(blocks=((8,), (8,), (8, 8), (16, 16)), conv1=(8, 2, 3), pool="blur").eval()
+    _check_layer(v2, layer, 128, _units)
 
 
 def _meta(name):

@@ -236,3 +236,41 @@ def test_guided_backprop_hardly_notices_a_random_top_layer(course_model, val_set
         for n in methods:
             rhos[n].append(res["correlations"][n][1])
     assert np.mean(rhos["guided backprop"]) > np.mean(rhos["gradient"]) + 0.1
+
+
+# --------------------------------------------------------------------------- grid energy
+
+
+def _smooth_field(seed=0, size=128):
+    from torchvision.transforms.functional import gaussian_blur
+    g = torch.Generator().manual_seed(seed)
+    return gaussian_blur(torch.rand(1, size, size, generator=g), [21, 21], [4.0, 4.0])[0]
+
+
+def test_grid_energy_of_a_checkerboard_is_one_and_of_smooth_maps_near_zero():
+    i = torch.arange(128)
+    checker = ((i[:, None] + i[None, :]) % 2).float()
+    assert E.grid_energy(checker) == pytest.approx(1.0)
+    dots = ((i[:, None] % 4 == 0) & (i[None, :] % 4 == 0)).float()  # a period-4 lattice of dots
+    assert E.grid_energy(dots) == pytest.approx(1.0)
+    assert E.grid_energy(_smooth_field()) < 0.005
+    assert E.grid_energy(torch.rand(128, 128, generator=torch.Generator().manual_seed(1))) < 0.02
+    assert E.grid_energy(torch.zeros(64, 64)) == 0.0
+
+
+def test_grid_energy_grows_with_the_grid_and_ignores_other_periods():
+    i = torch.arange(128)
+    checker = ((i[:, None] + i[None, :]) % 2).float()
+    base = _smooth_field()
+    base = base / base.std()
+    values = [E.grid_energy(base + a * checker / checker.std()) for a in (0.0, 0.1, 0.3, 1.0)]
+    assert values == sorted(values) and values[-1] > 0.4 and values[0] < 0.005
+    stripes7 = torch.sin(2 * np.pi * i / 7.0)[None, :].expand(128, 128)  # period 7: not a harmonic of 16
+    assert E.grid_energy(stripes7) < 0.05
+
+
+def test_grid_energy_rejects_bad_maps():
+    with pytest.raises(ValueError, match="multiple of the period"):
+        E.grid_energy(torch.rand(100, 100))
+    with pytest.raises(ValueError, match="2-D map"):
+        E.grid_energy(torch.rand(1, 128, 128))

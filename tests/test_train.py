@@ -79,3 +79,17 @@ def test_resume_gives_the_same_weights(tiny_data, monkeypatch):
     got = torch.load(resumed)
     for k in reference:
         torch.testing.assert_close(got[k], reference[k], rtol=0, atol=0)
+
+
+def test_the_v2_variant_flags_train_and_load(tiny_data):
+    """The architecture variants and the FixRes stage: recorded, and the record rebuilds the network."""
+    out = tiny_data / "v2.pt"
+    train.main(ARGS + ["--out", str(out), "--conv1", "8", "2", "3", "--pool", "blur", "--fixres-epochs", "1",
+                       "--precision", "bf16"])
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["conv1"] == [8, 2, 3] and rec["pool"] == "blur" and rec["precision"] == "bf16"
+    assert [h.get("stage") for h in rec["history"]] == [None, None, "fixres"] and rec["history"][-1]["size"] == 128
+    model = load_course_model(out)
+    from course_lib.models import BlurMaxPool2d
+    assert model.features.conv1_1.kernel_size == (8, 8) and isinstance(model.features.pool1, BlurMaxPool2d)
+    assert model.record["val_top1"] == rec["val_top1"]

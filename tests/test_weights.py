@@ -209,3 +209,44 @@ def test_show_filters_returns_figure(tiny_net):
     fig2 = show_filters(tiny_net, "conv3_1", n_filters=4, n_channels=3, per="image")
     assert "4 filters" in fig2.axes[0].get_title()
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- edge-like first layer
+
+from course_lib.weights import edge_like_share, first_colour_component, fit_gabor, gabor, is_oriented  # noqa: E402
+
+
+def test_fit_gabor_recovers_a_noisy_gabor():
+    g = gabor(8, 3.5, 3.2, 0.7, 1.5, 2.0, 0.2, 0.3)
+    noisy = g + 0.01 * np.random.default_rng(0).normal(size=g.shape)
+    params, r2 = fit_gabor(noisy)
+    assert r2 > 0.99
+    assert params["freq"] == pytest.approx(0.2, abs=0.01)
+    assert is_oriented(params, 8)
+
+
+def test_blobs_ramps_and_noise_are_not_edges():
+    blob, r2 = fit_gabor(gabor(8, 3.5, 3.5, 0.0, 1.5, 1.5, 0.0, 0.0))
+    assert r2 > 0.95 and not is_oriented(blob, 8)  # fits, but it is a blob
+    ramp = np.add.outer(np.arange(8.0), np.arange(8.0))
+    params, r2 = fit_gabor(ramp)
+    assert not is_oriented(params, 8)
+    _, r2_noise = fit_gabor(np.random.default_rng(1).normal(size=(8, 8)))
+    assert r2_noise < 0.5
+
+
+def test_edge_like_share_counts_oriented_filters_in_one_colour_direction():
+    rng = np.random.default_rng(0)
+    edges = [np.outer([0.3, 0.6, 0.1], gabor(8, 3.5, 3.5, t, 1.6, 2.2, 0.22, 0.5)).reshape(3, 8, 8)
+             for t in np.linspace(0, np.pi, 4, endpoint=False)]
+    opponent = [np.outer([0.7, -0.7, 0.0], gabor(8, 3.5, 3.5, 1.0, 1.6, 2.2, 0.22, 0.0)).reshape(3, 8, 8)]
+    blobs = [np.outer([0.2, 0.5, 0.9], gabor(8, 3.5, 3.5, 0.0, 2.0, 2.0, 0.0, 0.0)).reshape(3, 8, 8)]
+    noise = [rng.normal(size=(3, 8, 8)) for _ in range(2)]
+    w = torch.tensor(np.stack(edges + opponent + blobs + noise), dtype=torch.float32)
+    share, fits = edge_like_share(w, progress=False)
+    assert [f["edge_like"] for f in fits] == [True] * 5 + [False] * 3
+    assert share == pytest.approx(5 / 8)
+    u, s, part = first_colour_component(w[4])
+    assert part == pytest.approx(1.0, abs=1e-6) and abs(u[2]) < 1e-6 and u[0] * u[1] < 0  # red vs green
+    with pytest.raises(ValueError, match="RGB filters"):
+        edge_like_share(torch.randn(4, 8, 3, 3))
