@@ -15,6 +15,11 @@ The lecture topics:
 - :mod:`course_lib.saliency`, :mod:`course_lib.saliency_eval` -- notebook 03: gradients, guided backprop, GrabCut,
   deletion/insertion, randomisation checks
 - :mod:`course_lib.cam`      -- notebook 04: CAM, Grad-CAM, Guided Grad-CAM
+- :mod:`course_lib.optimize` -- the optimisation core of notebooks 05-08: objective x parameterisation
+  x transforms, one loop (Adam, L-BFGS, sign and normalised steps)
+- :mod:`course_lib.class_viz`, :mod:`course_lib.adversarial`, :mod:`course_lib.deepdream`,
+  :mod:`course_lib.inversion` -- notebook 05: class visualisation, adversarial and universal
+  perturbations, DeepDream, feature inversion
 - :mod:`course_lib.grading`  -- helpers for the exercises' hidden tests
 """
 __version__ = "0.1.0"

@@ -1,0 +1,214 @@
+"""Adversarial examples ("fooling images"): tiny changes that flip the network's decision.
+
+Szegedy et al. (2014) found, for an image ``x`` and a wrong label ``l``, the smallest change
+``r`` that makes the network answer ``l``, by solving (box-constrained, ``x + r`` a valid image)
+
+    min_r  c |r|^2 + loss(f(x + r), l)                   (:func:`minimum_perturbation`)
+
+The changes are invisible to a person. Goodfellow et al. (2015) explained them by the
+network's near-linearity and gave a one-step attack under an L-inf budget ``eps``
+(every pixel changes by at most ``eps``):
+
+    FGSM      x' = clip_[0,1]( x + eps sign(grad_x loss(f(x), y)) )          (untargeted)
+
+and Madry et al. (2018) iterated it, projecting back into the budget after every step:
+
+    PGD       x_{t+1} = Proj_{|x' - x|_inf <= eps, [0,1]}( x_t -/+ alpha sign(grad loss) )
+
+(targeted: *descend* the loss of the target class; untargeted: *ascend* the loss of the
+true class; here without PGD's random start). All three are :func:`course_lib.optimize.optimize`
+with the ``"sign"`` or ``"adam"`` step rule.
+
+**Universal perturbations** (Moosavi-Dezfooli et al. 2017): one ``v`` with ``|v|_inf <= xi``
+that fools the network on *most* images. We find it by projected stochastic gradient
+ascent of the loss over batches of training images (the SGD variant of Shafahi et al. 2020,
+instead of the original's DeepFool inner loop), and measure its fooling rate on held-out images.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import optimize as opt
+from .models import eval_mode
+
+
+def _check_eps(eps, name="eps") -> float:
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps != eps:
+        raise TypeError(f"{name} must be a number, got {eps!r}")
+    if eps < 0:
+        raise ValueError(f"{name} must be >= 0 (a budget in pixel units, e.g. 4/255), got {eps}")
+    if eps > 1:
+        raise ValueError(f"{name} = {eps} is larger than the whole pixel range [0, 1]: did you mean {eps}/255?")
+    return float(eps)
+
+
+def _labels(model, x: torch.Tensor, y, name: str) -> torch.Tensor:
+    n = len(model.class_names)
+    y = torch.as_tensor(y, device=x.device).reshape(-1)
+    if y.numel() == 1 and len(x) > 1:
+        y = y.expand(len(x))
+    if len(y) != len(x):
+        raise ValueError(f"{name}: {len(y)} labels for {len(x)} images")
+    if y.dtype not in (torch.int64, torch.int32) or y.min() < 0 or y.max() >= n:
+        raise ValueError(f"{name} must be class indices 0..{n - 1}, got {y.tolist()[:8]}")
+    return y.long()
+
+
+def cross_entropy(model, y: torch.Tensor, sign: float = 1.0) -> opt.Objective:
+    """``sign * CE(f(x_i), y_i) / N`` per image: the batch-mean cross-entropy, split per image."""
+    return opt.Objective((opt.OUTPUT,), lambda a, x: sign * F.cross_entropy(a[opt.OUTPUT], y, reduction="none") / len(y),
+                         f"{'+' if sign > 0 else '-'}CE")
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels, probabilities of those labels)`` for pixel images ``x``."""
+    with eval_mode(model):
+        p = torch.softmax(model(opt.normalize(model, x)), dim=1)
+    conf, labels = p.max(1)
+    return labels, conf
+
+
+def fgsm(model, x: torch.Tensor, y, eps: float) -> torch.Tensor:
+    """Untargeted FGSM: ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``; ``y`` = true labels."""
+    eps = _check_eps(eps)
+    x = opt.check_pixels(x)
+    y = _labels(model, x, y, "y")
+    return opt.optimize(model, cross_entropy(model, y), opt.PixelImage(x), steps=1, lr=eps, step_rule="sign",
+                        projections=[opt.linf_ball(x, eps)], progress=False)
+
+
+def pgd(model, x: torch.Tensor, y, eps: float, alpha: float | None = None, steps: int = 10,
+        targeted: bool = False, progress: bool = False) -> torch.Tensor:
+    """Projected gradient descent under ``|x' - x|_inf <= eps`` (no random start).
+
+    ``targeted=False``: ``y`` are the true labels, their loss is ascended. ``targeted=True``:
+    ``y`` are the target labels, their loss is descended. ``alpha`` (default ``eps / 4``)
+    is the step size. Returns ``x'`` in ``[0, 1]``, within budget.
+    """
+    eps = _check_eps(eps)
+    alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
+    x = opt.check_pixels(x)
+    y = _labels(model, x, y, "target" if targeted else "y")
+    j = cross_entropy(model, y, sign=-1.0 if targeted else 1.0)
+    return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=alpha, step_rule="sign",
+                        projections=[opt.linf_ball(x, eps)], progress=progress, desc="PGD")
+
+
+def minimum_perturbation(model, x: torch.Tensor, target, c: float = 0.1, steps: int = 20,
+                         progress: bool = False) -> torch.Tensor:
+    """Szegedy et al.'s targeted attack: ``min_r c |r|_2^2 + CE(f(x + r), target)`` with
+    ``x + r`` in ``[0, 1]``, by L-BFGS on the pixels (as in the paper; the box constraint by
+    clipping after every step). A larger ``c`` buys a smaller change at the risk of not reaching
+    the target (the paper searches for the smallest ``c`` that still succeeds). Returns ``x + r``."""
+    x = opt.check_pixels(x)
+    t = _labels(model, x, target, "target")
+    size_of_r = opt.Objective((), lambda a, img: (img - x).pow(2).flatten(1).sum(1) / len(img), "|r|^2")
+    j = cross_entropy(model, t, sign=-1.0) - c * size_of_r
+    return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=1.0, step_rule="lbfgs",
+                        projections=[opt.clamp_pixels()], progress=progress, desc="min |r|")
+
+
+def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int = 10,
+                  batch_size: int = 50, progress: bool = True) -> list[dict]:
+    """Attack success on a set of images, for each budget ``eps`` in ``epsilons``.
+
+    Only images the model classifies correctly are attacked (an attack on a mistake means
+    nothing). Untargeted: FGSM and PGD, success = the label changes. Targeted (PGD towards
+    ``targets``, default ``(y + 1) mod classes``): success = the target is predicted.
+    Returns one row per eps: ``eps``, ``images`` attacked, ``fgsm``, ``pgd``, ``pgd_targeted``.
+    """
+    from tqdm.auto import tqdm
+
+    x = opt.check_pixels(x)
+    y = _labels(model, x, y, "y")
+    pred, _ = predict(model, x)
+    keep = pred == y
+    x, y = x[keep], y[keep]
+    n_classes = len(model.class_names)
+    targets = (y + 1) % n_classes if targets is None else _labels(model, x, torch.as_tensor(targets)[keep.cpu()], "targets")
+    rows = []
+    for eps in tqdm(list(epsilons), desc="budgets", disable=not progress):
+        hits = {"fgsm": 0, "pgd": 0, "pgd_targeted": 0}
+        for s in range(0, len(x), batch_size):
+            xb, yb, tb = x[s:s + batch_size], y[s:s + batch_size], targets[s:s + batch_size]
+            hits["fgsm"] += int((predict(model, fgsm(model, xb, yb, eps))[0] != yb).sum())
+            hits["pgd"] += int((predict(model, pgd(model, xb, yb, eps, steps=steps))[0] != yb).sum())
+            hits["pgd_targeted"] += int((predict(model, pgd(model, xb, tb, eps, steps=steps, targeted=True))[0] == tb).sum())
+        rows.append({"eps": eps, "images": len(x)} | {k: v / max(1, len(x)) for k, v in hits.items()})
+    return rows
+
+
+# --------------------------------------------------------------------------- universal perturbations
+
+
+def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int = 5, batch_size: int = 32,
+                           lr: float | None = None, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """One perturbation ``v`` ``[1, 3, H, W]``, ``|v|_inf <= xi``, that raises the loss of the
+    model's own predictions on as many of ``images`` as possible.
+
+    Each step takes a batch of images, ascends ``sum_i CE(f(clip(x_i + v)), f(x_i))`` by a sign
+    step of size ``lr`` (default ``xi / 10``) and projects ``v`` back into the budget; ``epochs``
+    passes over the shuffled images.
+    """
+    from tqdm.auto import tqdm
+
+    xi = _check_eps(xi, "xi")
+    lr = xi / 10 if lr is None else lr
+    images = opt.check_pixels(images, "images")
+    labels, _ = predict(model, images)
+    g = torch.Generator().manual_seed(seed)
+    param = opt.Perturbation(images[:1], shared=True)
+    n_batches = max(1, len(images) // batch_size)
+    bar = tqdm(total=epochs * n_batches, desc="universal perturbation", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for b in range(n_batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            param.x = images[idx]
+            opt.optimize(model, cross_entropy(model, labels[idx]), param, steps=1, lr=lr, step_rule="sign",
+                         projections=[opt.linf_ball(None, xi)], progress=False)
+            bar.update()
+    bar.close()
+    return param.delta.detach().clone()
+
+
+def cached_universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int = 5, batch_size: int = 32,
+                                  seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """:func:`universal_perturbation`, cached in ``data/cache/`` under a key made of the model's
+    weights, the images, ``xi``, ``epochs``, ``batch_size`` and ``seed`` (a retrained model or
+    other images compute it again)."""
+    import hashlib
+
+    from .data import data_dir
+
+    h = hashlib.sha256()
+    for t in [*(p.detach().cpu() for p in model.parameters()), images.cpu()]:
+        h.update(t.contiguous().numpy().tobytes())
+    h.update(repr((xi, epochs, batch_size, seed)).encode())
+    path = data_dir() / "cache" / f"uap_{h.hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    v = universal_perturbation(model, images, xi, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(v, tmp)
+    tmp.replace(path)
+    return v
+
+
+def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, batch_size: int = 100) -> float:
+    """The share of ``images`` whose predicted label changes when ``v`` is added (clipped to [0, 1])."""
+    images = opt.check_pixels(images, "images")
+    changed = 0
+    for s in range(0, len(images), batch_size):
+        xb = images[s:s + batch_size]
+        changed += int((predict(model, xb)[0] != predict(model, (xb + v).clamp(0, 1))[0]).sum())
+    return changed / len(images)
+
+
+def random_sign_noise(shape, xi: float, seed: int = 0) -> torch.Tensor:
+    """Noise with the same L-inf norm as a perturbation of budget ``xi``: every pixel ``+-xi`` at random."""
+    g = torch.Generator().manual_seed(seed)
+    return xi * (torch.randint(0, 2, tuple(shape), generator=g) * 2 - 1).float()

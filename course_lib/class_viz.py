@@ -1,0 +1,144 @@
+"""Class visualisation: the image the network finds most typical of a class.
+
+Simonyan et al. (2014) asked the network itself: starting from the mean image (``I = 0``,
+since the network was trained on centred data), which image ``I`` maximises the score of
+class ``c``?
+
+    I* = argmax_I  S_c(I) - lambda ||I||^2
+
+``S_c`` is the *unnormalised* score (logit), not the softmax probability ``p_c``: near
+``p_c = 1`` the gradient of ``p_c`` vanishes, and ``p_c`` can also rise by *lowering the
+other classes* instead of strengthening ``c`` (:func:`compare_score_and_probability`
+measures both). Without a prior, the ascent finds high-frequency patterns that excite the
+class but look like nothing; Yosinski et al. (2015) added regularisers that make the
+images more natural, each a switch here:
+
+* **L2** (``l2_weight`` = lambda): keep ``I`` near the mean image;
+* **jitter** (``jitter`` px): shift the image randomly before every step, so patterns
+  must work wherever they are;
+* **periodic Gaussian blur** (``blur_every`` steps, ``blur_sigma`` px): remove high frequencies;
+* **clipping** pixels with a small norm (``norm_percentile``) or a small contribution to the
+  score (``contribution_percentile``) to the mean colour.
+
+Everything runs through :func:`course_lib.optimize.optimize`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import optimize as opt
+
+#: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
+REGULARISERS = ("l2", "jitter", "blur", "clip")
+
+
+def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight: float = 0.1,
+                        jitter: int = 4, blur_every: int = 4, blur_sigma: float = 0.5,
+                        norm_percentile: float = 0.0, contribution_percentile: float = 0.0,
+                        objective: str = "score", size: int | None = None, seed: int = 0,
+                        callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
+    """``argmax_I S_c(I) - l2_weight * mean(I^2)`` from the mean image, by Adam on the pixels.
+
+    ``c`` is one class, or a list of classes: then one image per class is made in one batch.
+    ``objective="probability"`` ascends ``log p_c`` instead of ``S_c`` (the lecture's
+    counter-example). Set a regulariser's parameter to 0 to switch it off. Returns the images
+    ``[len(c), 3, size, size]`` in ``[0, 1]`` (``size`` defaults to the model's input size)
+    with ``.history``.
+    """
+    if objective not in ("score", "probability"):
+        raise ValueError(f"objective must be 'score' or 'probability', got {objective!r}")
+    if l2_weight < 0 or blur_sigma < 0 or jitter < 0:
+        raise ValueError("l2_weight, blur_sigma and jitter must be >= 0")
+    size = size or model.input_size
+    n = 1 if isinstance(c, (int, np.integer)) else len(c)
+    mean = torch.tensor(model.mean).view(1, 3, 1, 1).expand(n, 3, size, size)
+    device = next(model.parameters()).device
+    target = opt.class_score(model, c) if objective == "score" else opt.class_probability(model, c)
+    j = target - l2_weight * opt.l2(model) if l2_weight else target
+    projections = [opt.clamp_pixels()]
+    if blur_every and blur_sigma:
+        projections.append(opt.blur_every(blur_every, blur_sigma))
+    if norm_percentile or contribution_percentile:
+        projections.append(opt.clip_small(model, norm_percentile, contribution_percentile))
+    return opt.optimize(model, j, opt.PixelImage(mean.clone().to(device)), steps=steps, lr=lr,
+                        transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
+                        seed=seed, callback=callback, every=every, progress=progress,
+                        desc=f"class {c}" if n > 1 else f"class {c} ({model.class_names[c]})")
+
+
+def regulariser_settings(upto: str | None, l2_weight: float = 0.1, jitter: int = 4, blur_every: int = 4,
+                         clip_percentile: float = 10.0) -> dict:
+    """Keyword arguments for :func:`class_visualization` with the regularisers of
+    :data:`REGULARISERS` switched on up to and including ``upto`` (None: all off), each at the
+    given strength."""
+    if upto is not None and upto not in REGULARISERS:
+        raise ValueError(f"unknown regulariser {upto!r}; choose one of {', '.join(REGULARISERS)}")
+    on = REGULARISERS[:REGULARISERS.index(upto) + 1] if upto else ()
+    return {"l2_weight": l2_weight if "l2" in on else 0.0, "jitter": jitter if "jitter" in on else 0,
+            "blur_every": blur_every if "blur" in on else 0,
+            "norm_percentile": clip_percentile if "clip" in on else 0.0,
+            "contribution_percentile": clip_percentile if "clip" in on else 0.0}
+
+
+@torch.no_grad()
+def class_probabilities(model, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities ``[N, classes]`` for pixel images ``x`` (in ``[0, 1]``)."""
+    from .models import eval_mode
+
+    with eval_mode(model):
+        return torch.softmax(model(opt.normalize(model, x)), dim=1)
+
+
+def high_frequency_share(x, cutoff: float = 0.25) -> float:
+    """A naturalness figure: the share of an image's (luminance) power spectrum above ``cutoff``
+    cycles per pixel (Nyquist is 0.5). Photos put little energy there (natural spectra fall as
+    ``1/f^2``); unregularised visualisations put a lot. ``x``: ``[N, 3, H, W]`` or ``[3, H, W]``;
+    the mean over the images is returned.
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim == 3:
+        x = x[None]
+    luma = (x * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
+    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(luma).abs() ** 2
+    h, w = luma.shape[-2:]
+    f = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None, :] ** 2)
+    total = power.sum(dim=(-2, -1))
+    high = (power * (f > cutoff)).sum(dim=(-2, -1))
+    return float((high / total.clamp_min(1e-30)).mean())
+
+
+def compare_score_and_probability(model, classes, steps: int = 100, progress: bool = False, **kwargs) -> list[dict]:
+    """For each class: visualise it by ascending ``S_c`` and by ascending ``log p_c`` (same
+    settings), and report the final score and probability of ``c`` reached by each, and the
+    mean score of the *other* classes (does ``p_c`` rise by pushing the others down?)."""
+    rows = []
+    for c in classes:
+        for objective in ("score", "probability"):
+            img = class_visualization(model, c, steps=steps, objective=objective, progress=progress, **kwargs)
+            with torch.no_grad():
+                from .models import eval_mode
+                with eval_mode(model):
+                    s = model(opt.normalize(model, img))[0]
+            others = torch.cat([s[:c], s[c + 1:]])
+            rows.append({"class": c, "objective": objective, "score": float(s[c]),
+                         "probability": float(torch.softmax(s, 0)[c]), "others_mean_score": float(others.mean())})
+    return rows
+
+
+def format_rows(rows: list[dict], keys=None) -> str:
+    """Rows of dicts as an aligned text table (numbers with 3 decimals)."""
+    keys = keys or list(rows[0])
+    cells = [[k for k in keys]] + [[f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+
+
+def mean_high_frequency_share_of_photos(dataset, label: int, n: int = 20, size: int = 128) -> float:
+    """:func:`high_frequency_share` of ``n`` photos of class ``label`` (resized and centre-cropped to ``size``)."""
+    from .imaging import fit_to_square, to_tensor
+
+    idx = [i for i, y in enumerate(dataset.targets) if y == label][:n]
+    xs = torch.cat([fit_to_square(to_tensor(dataset[i][0])[None], size) for i in idx])
+    return float(np.mean([high_frequency_share(x) for x in xs]))

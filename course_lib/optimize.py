@@ -1,0 +1,509 @@
+"""The optimisation core of notebooks 05-08: make an image by gradient ascent through a frozen network.
+
+Every generative method of the course -- class visualisation, adversarial examples,
+DeepDream, feature inversion, texture synthesis, style transfer -- is one call of
+:func:`optimize` with three ingredients (the decomposition of Lucid/Lucent):
+
+* an **objective** ``J(image)``, a scalar built from the activations of named layers
+  (:class:`Objective`; objectives add, subtract and scale: ``class_score(c) - 1e-3 * l2()``);
+* a **parameterisation**: what the optimiser actually changes. :class:`PixelImage` holds the
+  pixels themselves (in ``[0, 1]``); :class:`FourierImage` holds a decorrelated colour
+  spectrum, which makes gradient steps favour natural, low-frequency images;
+* **transforms** applied to the image before each forward pass (random jitter, scaling, blur:
+  the result must work under all of them, which suppresses high-frequency tricks), and
+  **projections** applied to the parameters after each step (clamping to the valid range or
+  an epsilon-ball, periodic blur, clipping small pixels).
+
+The loop maximises ``J`` with one of four step rules:
+
+    "adam"        Adam on -J
+    "lbfgs"       L-BFGS on -J (few, expensive, very effective steps: style and texture)
+    "sign"        x <- x + lr * sign(dJ/dx)            (steepest ascent in L-inf: FGSM/PGD)
+    "normalized"  x <- x + lr * g / mean|g|,  g = dJ/dx (DeepDream)
+
+Images are always ``[N, 3, H, W]`` in ``[0, 1]`` pixel space; the model's own
+normalisation ``(x - mean) / std`` is applied inside, so every function takes and returns
+ordinary pictures.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import eval_mode, get_layer, record_activations
+
+STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
+#: The name objectives use for the model's output (the class scores), whatever the model calls its last layer.
+OUTPUT = "output"
+
+
+# --------------------------------------------------------------------------- model input
+
+
+def normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` with the model's own per-channel statistics: what the network sees."""
+    mean = torch.tensor(model.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def check_pixels(x, name: str = "image") -> torch.Tensor:
+    """Raise a clear error unless ``x`` is a finite float tensor ``[N, 3, H, W]`` (or ``[3, H, W]``) in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor [N, 3, H, W] of pixels in [0, 1] "
+                        f"(course_lib.imaging.to_tensor turns a PIL image into one), got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        hint = " (a greyscale or RGBA image? convert it to RGB first)" if x.ndim == 4 and x.shape[1] in (1, 2, 4) else ""
+        raise ValueError(f"{name} must have shape [N, 3, H, W], got {list(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [0, 1], got {x.dtype} (divide uint8 pixels by 255)")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}] "
+                         f"(a normalized image? use course_lib.imaging.deprocess to undo the normalisation)")
+    return x
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+@dataclass
+class Objective:
+    """A scalar to maximise: ``fn(acts, image) -> tensor [N]`` (one value per image), where
+    ``acts[name]`` are the activations of the named ``layers`` for the (transformed, normalized)
+    batch (``acts["output"]``: the model's output, the class scores) and ``image`` the batch in
+    pixel space. Objectives combine linearly:
+    ``a + b``, ``a - b``, ``2.0 * a``. :func:`optimize` maximises the sum over the batch.
+    """
+
+    layers: tuple
+    fn: Callable
+    name: str = "objective"
+
+    def __call__(self, acts: dict, image: torch.Tensor) -> torch.Tensor:
+        return self.fn(acts, image)
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Objective(tuple(dict.fromkeys(self.layers + other.layers)),
+                         lambda a, x: self(a, x) + other(a, x), f"{self.name} + {other.name}")
+
+    def __neg__(self) -> "Objective":
+        return Objective(self.layers, lambda a, x: -self(a, x), f"-({self.name})")
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return self + (-other)
+
+    def __rmul__(self, k: float) -> "Objective":
+        return Objective(self.layers, lambda a, x: k * self(a, x), f"{k:g} * {self.name}")
+
+    __mul__ = __rmul__
+
+
+def _check_layer(model, layer: str) -> None:
+    if layer != OUTPUT:
+        get_layer(model, layer)  # KeyError listing the valid names
+
+
+def _check_index(i, n: int, what: str) -> int:
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {type(i).__name__}")
+    if not 0 <= i < n:
+        raise ValueError(f"{what} {i} is out of range: there are {n} (0..{n - 1})")
+    return int(i)
+
+
+def _classes(model, c) -> torch.Tensor:
+    """One class index, or one per image of the batch, checked against the model's classes."""
+    n = len(model.class_names)
+    cs = [c] if isinstance(c, (int, np.integer)) and not isinstance(c, bool) else list(c)
+    for i in cs:
+        _check_index(i, n, "class")
+    return torch.tensor(cs)
+
+
+def class_score(model, c, layer: str = OUTPUT) -> Objective:
+    """``S_c``: the *unnormalised* score (logit) of class ``c`` (or of ``c[i]`` for image ``i``)."""
+    _check_layer(model, layer)
+    cs = _classes(model, c)
+
+    def score(a, x):
+        idx = cs.to(a[layer].device)
+        if len(idx) == 1:
+            idx = idx.expand(len(x))
+        elif len(idx) != len(x):
+            raise ValueError(f"{len(idx)} classes for a batch of {len(x)} images")
+        return a[layer].gather(1, idx[:, None])[:, 0]
+
+    return Objective((layer,), score, f"S_{c}")
+
+
+def class_probability(model, c, layer: str = OUTPUT, log: bool = True) -> Objective:
+    """``log p_c`` (or ``p_c``), the softmax of the scores: rises also by *lowering the other classes*."""
+    _check_layer(model, layer)
+    score = class_score(model, c, layer)
+    f = torch.log_softmax if log else torch.softmax
+    return Objective((layer,), lambda a, x: score({layer: f(a[layer], 1)}, x), f"{'log ' if log else ''}p_{c}")
+
+
+def channel(model, layer: str, ch: int) -> Objective:
+    """Mean activation of channel ``ch`` of ``layer`` over all positions."""
+    _check_layer(model, layer)
+    return Objective((layer,), lambda a, x: a[layer][:, _check_index(ch, a[layer].shape[1], "channel")].mean((-2, -1)),
+                     f"{layer}[{ch}]")
+
+
+def layer_l2(model, layer: str, ch: int | None = None) -> Objective:
+    """``||A_l||^2 / size``: the mean squared activation of a layer (or one channel). DeepDream's objective."""
+    _check_layer(model, layer)
+
+    def f(a, x):
+        act = a[layer]
+        if ch is not None:
+            act = act[:, _check_index(ch, act.shape[1], "channel")]
+        return act.pow(2).flatten(1).mean(1)
+
+    return Objective((layer,), f, f"|{layer}{'' if ch is None else f'[{ch}]'}|^2")
+
+
+def feature_match(model, layer: str, target: torch.Tensor) -> Objective:
+    """``-||phi_l(x) - phi_l(y)||^2 / ||phi_l(y)||^2``: minus the relative feature error to ``target = phi_l(y)``."""
+    _check_layer(model, layer)
+    target = target.detach()
+    norm = target.pow(2).sum().clamp_min(1e-12)
+    return Objective((layer,), lambda a, x: -(a[layer] - target).pow(2).flatten(1).sum(1) / norm, f"match {layer}")
+
+
+def l2(model, power: float = 2.0) -> Objective:
+    """``||I||_p^p / size`` of the image the network sees, ``I = (x - mean) / std`` (0 = the mean colour).
+    Subtract it from an objective to keep the image near the data's mean."""
+    return Objective((), lambda a, x: normalize(model, x).abs().pow(power).flatten(1).mean(1), f"|I|^{power:g}")
+
+
+def total_variation(power: float = 2.0) -> Objective:
+    """``sum |x_{i+1,j} - x_ij|^p + |x_{i,j+1} - x_ij|^p`` (mean over pixels): large for noisy images."""
+    def f(a, x):
+        dh = (x[..., 1:, :] - x[..., :-1, :]).abs().pow(power).flatten(1).mean(1)
+        dw = (x[..., :, 1:] - x[..., :, :-1]).abs().pow(power).flatten(1).mean(1)
+        return dh + dw
+    return Objective((), f, "TV")
+
+
+# --------------------------------------------------------------------------- parameterisations
+
+
+class PixelImage(nn.Module):
+    """The pixels themselves, ``[N, 3, H, W]`` in ``[0, 1]``: ``image() = x``.
+
+    Initialised from ``init`` (copied, never modified). Use with the :func:`clamp_pixels`
+    projection so the image stays valid.
+    """
+
+    def __init__(self, init: torch.Tensor):
+        super().__init__()
+        self.x = nn.Parameter(check_pixels(init, "init").detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.x
+
+
+#: Colour decorrelation (Lucid): the square root of the RGB covariance of ImageNet pixels, so
+#: parameters are roughly independent "colour" directions scaled to their natural strengths.
+COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                       [0.27, 0.00, -0.05],
+                                       [0.27, -0.09, 0.03]])
+
+
+class FourierImage(nn.Module):
+    """A decorrelated Fourier parameterisation (Mordvintsev et al. 2018, *Differentiable image
+    parameterizations*):
+
+        x = sigmoid( C . IFFT( s(f) * z ) ),   s(f) = 1 / max(f, 1/size)^decay
+
+    ``z`` are complex spectrum coefficients per colour channel, ``s`` scales each frequency
+    ``f`` so that a unit step changes every frequency's *visible* energy equally (natural images
+    have a 1/f spectrum), and ``C`` (:data:`COLOR_CORRELATION_SQRT`) maps independent colour
+    components to correlated RGB. Plain pixel steps are dominated by high frequencies; here
+    they are not, and images look smoother and more natural.
+    """
+
+    def __init__(self, size, batch: int = 1, sd: float = 0.01, decay: float = 1.0, seed: int = 0):
+        super().__init__()
+        h, w = (size, size) if isinstance(size, int) else size
+        fy = torch.fft.fftfreq(h)[:, None]
+        fx = torch.fft.rfftfreq(w)[None, :]
+        freq = torch.sqrt(fx ** 2 + fy ** 2)
+        self.register_buffer("scale", 1.0 / freq.clamp_min(1.0 / max(h, w)) ** decay)
+        g = torch.Generator().manual_seed(seed)
+        self.spectrum = nn.Parameter(sd * torch.randn(batch, 3, *freq.shape, 2, generator=g))
+        self.size = (h, w)
+
+    def forward(self) -> torch.Tensor:
+        coeffs = torch.view_as_complex(self.spectrum) * self.scale
+        img = torch.fft.irfft2(coeffs, s=self.size, norm="ortho")
+        img = torch.einsum("nchw,dc->ndhw", img, COLOR_CORRELATION_SQRT.to(img) / COLOR_CORRELATION_SQRT.norm(dim=0).max())
+        return torch.sigmoid(img * 4)
+
+
+class Perturbation(nn.Module):
+    """An additive perturbation of fixed images: ``image() = clamp(x + delta, 0, 1)``.
+
+    ``delta`` has the shape of ``x`` (one per image), or ``[1, 3, H, W]`` with ``shared=True``
+    (a *universal* perturbation: one delta for every image). ``x`` may be replaced between
+    steps (``p.x = next_batch``), as universal perturbations are trained on many batches.
+    """
+
+    def __init__(self, x: torch.Tensor, shared: bool = False, init: torch.Tensor | None = None):
+        super().__init__()
+        self.x = check_pixels(x).detach()
+        shape = (1, *self.x.shape[1:]) if shared else tuple(self.x.shape)
+        self.delta = nn.Parameter(torch.zeros(shape, device=self.x.device) if init is None else init.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return (self.x + self.delta).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- transforms (before each forward)
+
+
+def jitter(d: int) -> Callable:
+    """Shift the image by a random ``(dy, dx)``, ``|dy|, |dx| <= d`` pixels (wrapping around)."""
+    def t(x, g):
+        dy, dx = (int(v) for v in torch.randint(-d, d + 1, (2,), generator=g))
+        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+    return t
+
+
+def random_scale(scales=(0.95, 1.0, 1.05)) -> Callable:
+    """Resize by a factor drawn from ``scales`` (bilinear)."""
+    def t(x, g):
+        s = scales[int(torch.randint(len(scales), (1,), generator=g))]
+        if s == 1:
+            return x
+        size = [max(1, round(v * s)) for v in x.shape[-2:]]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return t
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` blurred by a Gaussian of ``sigma`` pixels (torchvision; kernel ``2 ceil(3 sigma) + 1``)."""
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+    if sigma <= 0:
+        return x
+    k = 2 * math.ceil(3 * sigma) + 1
+    return tv_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+
+
+# --------------------------------------------------------------------------- projections (after each step)
+
+
+def clamp_pixels() -> Callable:
+    """Keep a :class:`PixelImage` in ``[0, 1]``."""
+    def p(param, step):
+        param.x.data.clamp_(0, 1)
+    return p
+
+
+def linf_ball(x0: torch.Tensor, eps: float) -> Callable:
+    """Keep ``x`` within ``|x - x0|_inf <= eps`` and in ``[0, 1]`` (PGD's projection), for a
+    :class:`PixelImage`; for a :class:`Perturbation`, keep ``|delta|_inf <= eps``."""
+    def p(param, step):
+        if isinstance(param, Perturbation):
+            param.delta.data.clamp_(-eps, eps)
+        else:
+            delta = (param.x.data - x0).clamp(-eps, eps)
+            param.x.data.copy_((x0 + delta).clamp(0, 1))
+    return p
+
+
+def blur_every(every: int, sigma: float) -> Callable:
+    """Blur a :class:`PixelImage` with a Gaussian of ``sigma`` px every ``every`` steps
+    (Yosinski et al. 2015): a regulariser that removes high frequencies the objective built up."""
+    def p(param, step):
+        if every and (step + 1) % every == 0:
+            param.x.data.copy_(gaussian_blur(param.x.data, sigma))
+    return p
+
+
+def clip_small(model, norm_percentile: float = 0.0, contribution_percentile: float = 0.0) -> Callable:
+    """Yosinski et al. 2015: set pixels to the mean colour (``I = 0``) where, per image,
+
+    * the pixel's norm ``|I_ij|`` (over colours) is below the ``norm_percentile``-th percentile, or
+    * its *contribution* ``|sum_c I_cij * dJ/dI_cij|`` (a first-order estimate of how much the
+      objective would drop if the pixel were set to 0) is below ``contribution_percentile``.
+
+    ``I = (x - mean) / std`` is the image the network sees. Uses the gradient of the last step.
+    """
+    def p(param, step):
+        x = param.x.data
+        mean = torch.tensor(model.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(model.std, device=x.device).view(1, 3, 1, 1)
+        centred = (x - mean) / std
+        keep = torch.ones_like(x[:, :1], dtype=torch.bool)
+        if norm_percentile > 0:
+            norm = centred.norm(dim=1, keepdim=True)
+            keep &= norm >= torch.quantile(norm.flatten(1), norm_percentile / 100, dim=1).view(-1, 1, 1, 1)
+        if contribution_percentile > 0 and param.x.grad is not None:
+            contrib = (centred * param.x.grad * std).sum(1, keepdim=True).abs()  # dJ/dI = dJ/dx * std
+            keep &= contrib >= torch.quantile(contrib.flatten(1), contribution_percentile / 100, dim=1).view(-1, 1, 1, 1)
+        x.copy_(torch.where(keep, x, mean.expand_as(x)))
+    return p
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class History:
+    """What :func:`optimize` records: the objective (sum over the batch) after every step."""
+
+    objective: list = field(default_factory=list)
+
+
+def _hooked(objective: Objective) -> list:
+    return [name for name in objective.layers if name != OUTPUT]
+
+
+class _Enough(Exception):
+    """Raised inside the forward pass once every wanted activation is recorded."""
+
+
+class stop_after(contextlib.AbstractContextManager):
+    """While active, a forward pass stops as soon as all of ``names`` are in ``acts``: layers after
+    the deepest wanted one are never run (inverting ``conv1_1`` costs one conv, not the network)."""
+
+    def __init__(self, model, names, acts: dict):
+        self.handles, self.names, self.acts = [], list(names), acts
+        for name in self.names:
+            self.handles.append(get_layer(model, name).register_forward_hook(self._check))
+
+    def _check(self, *_):
+        if all(n in self.acts for n in self.names):
+            raise _Enough
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+
+def _forward(model, objective: Objective, x: torch.Tensor, acts: dict) -> None:
+    """Run the model on ``x`` (pixels) as far as the objective needs; fill ``acts``."""
+    acts.clear()
+    if OUTPUT in objective.layers:
+        acts[OUTPUT] = model(normalize(model, x))
+    elif objective.layers:
+        try:
+            model(normalize(model, x))
+        except _Enough:
+            pass
+
+
+def _recording(model, objective: Objective):
+    """Context: record the objective's layers and stop the forward pass after the deepest one."""
+    stack = contextlib.ExitStack()
+    acts = stack.enter_context(record_activations(model, _hooked(objective), detach=False))
+    if OUTPUT not in objective.layers and objective.layers:
+        stack.enter_context(stop_after(model, _hooked(objective), acts))
+    return stack, acts
+
+
+def evaluate(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
+    """``J`` per image for a batch of pixel images (no transforms, no gradient)."""
+    stack, acts = _recording(model, objective)
+    with eval_mode(model), torch.no_grad(), stack:
+        _forward(model, objective, image, acts)
+        return objective(acts, image)
+
+
+def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 100, lr: float = 0.05,
+             step_rule: str = "adam", transforms=(), projections=(), seed: int = 0, callback=None,
+             every: int = 10, progress: bool = True, desc: str | None = None) -> torch.Tensor:
+    """Maximise ``objective`` over ``param`` (a parameterisation: ``param()`` gives the images).
+
+    Each step: ``x = param()``; apply the ``transforms`` (each ``t(x, generator)``, random
+    draws from a generator seeded with ``seed``); run the model on ``normalize(x)``, recording
+    ``objective.layers``; ``J = sum over the batch of objective(acts, x)``; take one step by
+    ``step_rule`` (see the module docstring); apply the ``projections`` (each
+    ``p(param, step)``). ``callback(step, image, J)`` is called every ``every`` steps and after
+    the last (a live preview). The model is put in eval mode and restored; its parameters
+    are not touched; every hook is removed.
+
+    Returns ``param()`` after the last step, detached, with ``.history`` (:class:`History`).
+    """
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"unknown step_rule {step_rule!r}; choose one of {', '.join(STEP_RULES)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    params = [p for p in param.parameters() if p.requires_grad]
+    history = History()
+    frozen = [p.requires_grad for p in model.parameters()]
+
+    def objective_value():
+        x = param()
+        for t in transforms:
+            x = t(x, g)
+        _forward(model, objective, x, acts)
+        return objective(acts, x).sum()
+
+    if step_rule == "adam":
+        opt = torch.optim.Adam(params, lr=lr, maximize=True)
+    elif step_rule == "lbfgs":
+        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        stack, acts = _recording(model, objective)
+        with eval_mode(model), torch.enable_grad(), stack:
+            for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
+                if step_rule == "lbfgs":
+                    def closure():
+                        opt.zero_grad(set_to_none=True)
+                        loss = -objective_value()
+                        loss.backward()
+                        return loss
+                    value = -float(opt.step(closure).detach())
+                else:
+                    for p in params:
+                        p.grad = None
+                    j = objective_value()
+                    j.backward()
+                    value = float(j.detach())
+                    with torch.no_grad():
+                        if step_rule == "adam":
+                            opt.step()
+                        elif step_rule == "sign":
+                            for p in params:
+                                p.add_(lr * p.grad.sign())
+                        else:  # normalized
+                            for p in params:
+                                p.add_(lr * p.grad / p.grad.abs().mean().clamp_min(1e-12))
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"the objective became {value} at step {step}: lower the learning rate")
+                history.objective.append(value)
+                with torch.no_grad():
+                    for project in projections:
+                        project(param, step)
+                if callback is not None and ((step + 1) % every == 0 or step == steps - 1):
+                    with torch.no_grad():
+                        callback(step, param().detach(), value)
+    finally:
+        for p, r in zip(model.parameters(), frozen):
+            p.requires_grad_(r)
+    with torch.no_grad():
+        out = param().detach().clone()
+    out.history = history
+    return out
