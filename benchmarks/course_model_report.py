@@ -16,8 +16,6 @@ For each weights file (its JSON record beside it) it measures, on this machine:
 """
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +28,7 @@ from course_lib.saliency import compute_saliency
 from course_lib.saliency_eval import evaluate_saliency, grid_energy, saliency_methods
 from course_lib.imaging import preprocess
 from course_lib.weights import edge_like_share
-
-
-def median_ms(model, size, repeats=50):
-    x = torch.randn(1, 3, size, size)
-    with torch.no_grad():
-        for _ in range(5):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+from forward_time import median_ms  # this folder's forward benchmark: the same timing rule
 
 
 def report(weights: Path, val, reference_ms: float) -> dict:
