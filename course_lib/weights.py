@@ -255,12 +255,11 @@ def fit_gabor(kernel) -> tuple[dict, float]:
     scale = float(np.abs(k - k.mean()).max())
     best = None
     for theta in (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4):
-        for freq in (0.05, 0.2):
-            for phase in (0.0, math.pi / 2):
-                p0 = [(n - 1) / 2, (n - 1) / 2, theta, n / 4, n / 4, freq, phase, scale, float(k.mean())]
-                res = least_squares(lambda p: (gabor(n, *p) - k).ravel(), p0, bounds=(lo, hi))
-                if best is None or res.cost < best.cost:
-                    best = res
+        for phase in (0.0, math.pi / 2):
+            p0 = [(n - 1) / 2, (n - 1) / 2, theta, n / 4, n / 4, 0.15, phase, scale, float(k.mean())]
+            res = least_squares(lambda p: (gabor(n, *p) - k).ravel(), p0, bounds=(lo, hi), max_nfev=200)
+            if best is None or res.cost < best.cost:
+                best = res
     r2 = 1.0 - 2 * best.cost / ss_tot
     return dict(zip(names, (float(v) for v in best.x))), float(r2)
 
