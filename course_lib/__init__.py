@@ -20,6 +20,8 @@ The lecture topics:
 - :mod:`course_lib.class_viz`, :mod:`course_lib.adversarial`, :mod:`course_lib.deepdream`,
   :mod:`course_lib.inversion` -- notebook 05: class visualisation, adversarial and universal
   perturbations, DeepDream, feature inversion
+- :mod:`course_lib.style`    -- notebooks 06-07 (groundwork): Gram matrices, style and content losses,
+  texture synthesis
 - :mod:`course_lib.grading`  -- helpers for the exercises' hidden tests
 """
 __version__ = "0.1.0"

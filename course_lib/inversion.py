@@ -16,19 +16,14 @@ pixel fidelity to ``y`` (PSNR and SSIM, from ``skimage.metrics``).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import optimize as opt
-from .models import eval_mode, record_activations
 
 
-@torch.no_grad()
 def features(model, x: torch.Tensor, layer: str) -> torch.Tensor:
     """``phi_l(x)``: the activations of ``layer`` for pixel images ``x``."""
-    with eval_mode(model), record_activations(model, [layer]) as acts:
-        model(opt.normalize(model, x))
-    return acts[layer]
+    return opt.activations(model, x, [layer])[layer]
 
 
 def invert(model, image: torch.Tensor, layer: str, steps: int = 200, lr: float = 0.05, tv_weight: float = 0.5,

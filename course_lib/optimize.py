@@ -426,6 +426,16 @@ def evaluate(model: nn.Module, objective: Objective, image: torch.Tensor) -> tor
         return objective(acts, image)
 
 
+def activations(model: nn.Module, image: torch.Tensor, layers) -> dict:
+    """The activations ``{layer: tensor}`` of pixel images ``image`` at ``layers``, in one forward
+    pass that stops after the deepest of them (no gradient)."""
+    probe = Objective(tuple(layers), lambda a, x: a)
+    stack, acts = _recording(model, probe)
+    with eval_mode(model), torch.no_grad(), stack:
+        _forward(model, probe, image, acts)
+        return {name: acts[name].detach() for name in layers}
+
+
 def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 100, lr: float = 0.05,
              step_rule: str = "adam", transforms=(), projections=(), seed: int = 0, callback=None,
              every: int = 10, progress: bool = True, desc: str | None = None) -> torch.Tensor:
