@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from . import optimize as opt
-from .models import eval_mode
 
 
 def _check_eps(eps, name="eps") -> float:
@@ -61,12 +60,9 @@ def cross_entropy(model, y: torch.Tensor, sign: float = 1.0) -> opt.Objective:
                          f"{'+' if sign > 0 else '-'}CE")
 
 
-@torch.no_grad()
 def predict(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(labels, probabilities of those labels)`` for pixel images ``x``."""
-    with eval_mode(model):
-        p = torch.softmax(model(opt.normalize(model, x)), dim=1)
-    conf, labels = p.max(1)
+    conf, labels = torch.softmax(opt.scores(model, x), dim=1).max(1)
     return labels, conf
 
 

@@ -81,13 +81,9 @@ def regulariser_settings(upto: str | None, l2_weight: float = 0.1, jitter: int =
             "contribution_percentile": clip_percentile if "clip" in on else 0.0}
 
 
-@torch.no_grad()
 def class_probabilities(model, x: torch.Tensor) -> torch.Tensor:
     """Softmax probabilities ``[N, classes]`` for pixel images ``x`` (in ``[0, 1]``)."""
-    from .models import eval_mode
-
-    with eval_mode(model):
-        return torch.softmax(model(opt.normalize(model, x)), dim=1)
+    return torch.softmax(opt.scores(model, x), dim=1)
 
 
 def high_frequency_share(x, cutoff: float = 0.25) -> float:
@@ -117,10 +113,7 @@ def compare_score_and_probability(model, classes, steps: int = 100, progress: bo
     for c in classes:
         for objective in ("score", "probability"):
             img = class_visualization(model, c, steps=steps, objective=objective, progress=progress, **kwargs)
-            with torch.no_grad():
-                from .models import eval_mode
-                with eval_mode(model):
-                    s = model(opt.normalize(model, img))[0]
+            s = opt.scores(model, img)[0]
             others = torch.cat([s[:c], s[c + 1:]])
             rows.append({"class": c, "objective": objective, "score": float(s[c]),
                          "probability": float(torch.softmax(s, 0)[c]), "others_mean_score": float(others.mean())})

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import imaging
 from .models import eval_mode, get_layer, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
@@ -49,9 +50,14 @@ OUTPUT = "output"
 
 def normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``(x - mean) / std`` with the model's own per-channel statistics: what the network sees."""
-    mean = torch.tensor(model.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(model.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return imaging.normalize(x, model.mean, model.std)
+
+
+@torch.no_grad()
+def scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The class scores (logits) ``[N, classes]`` of pixel images ``x``, in eval mode, without gradient."""
+    with eval_mode(model):
+        return model(normalize(model, x))
 
 
 def check_pixels(x, name: str = "image") -> torch.Tensor:
@@ -348,7 +354,7 @@ def clip_small(model, norm_percentile: float = 0.0, contribution_percentile: flo
         x = param.x.data
         mean = torch.tensor(model.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(model.std, device=x.device).view(1, 3, 1, 1)
-        centred = (x - mean) / std
+        centred = normalize(model, x)
         keep = torch.ones_like(x[:, :1], dtype=torch.bool)
         if norm_percentile > 0:
             norm = centred.norm(dim=1, keepdim=True)

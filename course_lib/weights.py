@@ -213,9 +213,6 @@ def show_filters(source, layer: str | None = None, n_filters: int | None = None,
 
 # --------------------------------------------------------------------------- are first-layer filters edges?
 
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in the luminance Y
-
-
 def gabor(size: int, x0: float, y0: float, theta: float, sigma_x: float, sigma_y: float,
           freq: float, phase: float, amplitude: float = 1.0, offset: float = 0.0) -> np.ndarray:
     """A 2-D Gabor function sampled on a ``size x size`` grid (pixel centres ``0 .. size-1``):
