@@ -40,6 +40,24 @@ def test_random_resized_crop_shapes_and_range():
     assert torch.allclose(train.random_resized_crop(torch.full((2, 3, 50, 50), 0.3), 32, g), torch.tensor(0.3))
 
 
+def test_cutmix_pastes_one_box_and_mixes_the_labels_by_its_area():
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(4.0)[:, None, None, None].expand(4, 3, 20, 30).clone()  # image i is constant i
+    y = torch.tensor([0, 1, 2, 3])
+    before = x.clone()
+    for _ in range(20):
+        mixed, ya, yb, lam = train.cutmix(x, y, g)
+        assert torch.equal(x, before) and torch.equal(ya, y)
+        for i in range(4):
+            own = (mixed[i, 0] == i).float().mean().item()
+            if yb[i] == y[i]:
+                assert own == 1.0  # paired with itself: unchanged
+            else:
+                assert abs(own - lam) < 1e-6  # the kept share of pixels is lam ...
+                assert ((mixed[i, 0] == float(yb[i])) | (mixed[i, 0] == i)).all()  # ... the rest is the partner's
+        assert 0.0 <= lam <= 1.0
+
+
 def test_progressive_sizes_end_at_the_input_size():
     sizes = [train.size_for_epoch(e, 30) for e in range(30)]
     assert sizes[0] == 96 and sizes[-1] == 128 and sizes == sorted(sizes)
@@ -47,9 +65,9 @@ def test_progressive_sizes_end_at_the_input_size():
 
 def test_train_exports_a_loadable_folded_model(tiny_data):
     out = tiny_data / "model.pt"
-    train.main(ARGS + ["--out", str(out)])
+    train.main(ARGS + ["--cutmix", "0.5", "--out", str(out)])
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["epochs"] == 2 and rec["seed"] == 0 and len(rec["history"]) == 2
+    assert rec["epochs"] == 2 and rec["seed"] == 0 and len(rec["history"]) == 2 and rec["cutmix"] == 0.5
     model = load_course_model(out)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert model.record["val_top1"] == rec["val_top1"]
