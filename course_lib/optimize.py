@@ -17,7 +17,8 @@ DeepDream, feature inversion, texture synthesis, style transfer -- is one call o
 The loop maximises ``J`` with one of four step rules:
 
     "adam"        Adam on -J
-    "lbfgs"       L-BFGS on -J (few, expensive, very effective steps: style and texture)
+    "lbfgs"       L-BFGS on -J (few, expensive, very effective steps: style and texture;
+                  J is rescaled so that its first gradient has mean magnitude 1)
     "sign"        x <- x + lr * sign(dJ/dx)            (steepest ascent in L-inf: FGSM/PGD)
     "normalized"  x <- x + lr * g / mean|g|,  g = dJ/dx (DeepDream)
 
@@ -41,6 +42,8 @@ from . import imaging
 from .models import eval_mode, get_layer, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
+#: Most objective evaluations one L-BFGS step may use (1 + its line search).
+LBFGS_MAX_EVALS = 25
 #: The name objectives use for the model's output (the class scores), whatever the model calls its last layer.
 OUTPUT = "output"
 
@@ -371,9 +374,12 @@ def clip_small(model, norm_percentile: float = 0.0, contribution_percentile: flo
 
 @dataclass
 class History:
-    """What :func:`optimize` records: the objective (sum over the batch) after every step."""
+    """What :func:`optimize` records after every step: the objective (sum over the batch) and
+    the number of objective evaluations (forward + backward passes) so far. First-order rules
+    take one per step; an L-BFGS step takes one more per line-search trial."""
 
     objective: list = field(default_factory=list)
+    evaluations: list = field(default_factory=list)
 
 
 def _hooked(objective: Objective) -> list:
@@ -442,6 +448,20 @@ def activations(model: nn.Module, image: torch.Tensor, layers) -> dict:
         return {name: acts[name].detach() for name in layers}
 
 
+def _lbfgs_scale(objective_value, params) -> float:
+    """``1 / mean |dJ/dparams|`` at the start. PyTorch's L-BFGS drops every curvature pair with
+    ``y . s < 1e-10`` and then crawls along the raw gradient, so an objective with tiny
+    gradients (a relative loss spread over a large image) would never move. Maximising
+    ``scale * J`` has the same solution and gradients of order 1."""
+    for p in params:
+        p.grad = None
+    objective_value().backward()
+    mean_abs = torch.cat([p.grad.abs().flatten() for p in params]).mean().item()
+    for p in params:
+        p.grad = None
+    return 1.0 / mean_abs if math.isfinite(mean_abs) and mean_abs > 0 else 1.0
+
+
 def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 100, lr: float = 0.05,
              step_rule: str = "adam", transforms=(), projections=(), seed: int = 0, callback=None,
              every: int = 10, progress: bool = True, desc: str | None = None) -> torch.Tensor:
@@ -468,7 +488,11 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     history = History()
     frozen = [p.requires_grad for p in model.parameters()]
 
+    evaluations = 0
+
     def objective_value():
+        nonlocal evaluations
+        evaluations += 1
         x = param()
         for t in transforms:
             x = t(x, g)
@@ -478,7 +502,11 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     if step_rule == "adam":
         opt = torch.optim.Adam(params, lr=lr, maximize=True)
     elif step_rule == "lbfgs":
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+        # One L-BFGS iteration per step, with a line search of up to 24 more evaluations
+        # (max_eval defaults to 1.25 * max_iter = 1, which leaves the line search no evaluation at
+        # all). Tolerances 0: the number of steps is ours to choose.
+        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LBFGS_MAX_EVALS, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -486,12 +514,15 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         with eval_mode(model), torch.enable_grad(), stack:
             for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
                 if step_rule == "lbfgs":
+                    if step == 0:
+                        scale = _lbfgs_scale(objective_value, params)
+
                     def closure():
                         opt.zero_grad(set_to_none=True)
-                        loss = -objective_value()
+                        loss = -scale * objective_value()
                         loss.backward()
                         return loss
-                    value = -float(opt.step(closure).detach())
+                    value = -float(opt.step(closure).detach()) / scale
                 else:
                     for p in params:
                         p.grad = None
@@ -510,6 +541,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
                 if not math.isfinite(value):
                     raise FloatingPointError(f"the objective became {value} at step {step}: lower the learning rate")
                 history.objective.append(value)
+                history.evaluations.append(evaluations)
                 with torch.no_grad():
                     for project in projections:
                         project(param, step)

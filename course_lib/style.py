@@ -10,9 +10,19 @@ texture with the layout thrown away. Matching Grams at several layers makes a ne
 with the same texture (:func:`texture_synthesis`); adding a content term gives style
 transfer (notebook 07):
 
-    L_style(x)   = sum_l w_l |G_l(x) - G_l(s)|^2 / mean(G_l(s)^2)   (each layer's error relative
-                                                                     to its own scale: balanced layers)
+    L_style(x)   = sum_l w_l |G_l(x) - G_l(s)|^2 / |G_l(s)|^2   (each layer's error relative to
+                                                                 its own size: balanced layers)
     L_content(x) = |F_l(x) - F_l(c)|^2 / |F_l(c)|^2
+
+Style transfer (Gatys et al. 2016) minimises, for a content photo ``c`` and a style image ``s``,
+
+    L(x) = alpha L_content(x) + beta L_style(x) + gamma L_TV(x)        (alpha = 1 here)
+
+where ``beta / alpha`` (``style_weight``) decides how much of the style is wanted. Two
+controls of Gatys et al. 2017 (*Controlling perceptual factors in neural style transfer*)
+are here too: the **style scale** (resize the style image before taking its Grams: bigger
+brush strokes) and **colour preservation** (transfer on luminance only, or first match
+the style's colour histogram to the content's).
 
 Everything is an :class:`course_lib.optimize.Objective`, optimised by
 :func:`course_lib.optimize.optimize` (L-BFGS by default).
@@ -20,15 +30,39 @@ Everything is an :class:`course_lib.optimize.Objective`, optimised by
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import optimize as opt
+from .models import BlurMaxPool2d, CourseNet
 
 #: The course model's style layers (the first ReLU of each block) and its content layer.
 COURSE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 COURSE_CONTENT_LAYER = "relu4_1"
+#: VGG's, as in Gatys et al. (their "conv1_1" is Caffe's in-place ReLU output: our ``relu1_1``).
+VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+VGG_CONTENT_LAYER = "relu4_2"
+ALEXNET_STYLE_LAYERS = ("relu1", "relu2", "relu3", "relu4", "relu5")
+ALEXNET_CONTENT_LAYER = "relu4"
+COLOUR_MODES = (None, "luminance", "histogram")
+
+
+def default_layers(model) -> tuple[tuple, str]:
+    """``(style layers, content layer)`` for the course model, VGG and AlexNet: the first ReLU
+    of every block for the style, a deep ReLU for the content."""
+    kind = type(model).__name__
+    if isinstance(model, CourseNet):
+        return COURSE_STYLE_LAYERS, COURSE_CONTENT_LAYER
+    if kind == "VGG":
+        return VGG_STYLE_LAYERS, VGG_CONTENT_LAYER
+    if kind == "AlexNet":
+        return ALEXNET_STYLE_LAYERS, ALEXNET_CONTENT_LAYER
+    raise ValueError(f"no default style/content layers for a {kind}: pass layers=(...) and content_layer=... "
+                     f"(Gatys's method needs a plain chain of conv blocks such as VGG; in a {kind} "
+                     f"skip connections mix the layers)")
 
 
 def gram_matrix(f: torch.Tensor) -> torch.Tensor:
@@ -56,7 +90,7 @@ def style_targets(model, style: torch.Tensor, layers=COURSE_STYLE_LAYERS) -> dic
 
 
 def style_loss(targets: dict, weights: dict | None = None) -> opt.Objective:
-    """``-L_style``: minus ``sum_l w_l |G_l(x) - G_l(s)|^2 / mean(G_l(s)^2)`` (an objective to maximise).
+    """``-L_style``: minus ``sum_l w_l |G_l(x) - G_l(s)|^2 / |G_l(s)|^2`` (an objective to maximise).
 
     ``targets`` from :func:`style_targets`; ``weights`` per layer (default: 1 / number of layers).
     """
@@ -67,10 +101,18 @@ def style_loss(targets: dict, weights: dict | None = None) -> opt.Objective:
         total = 0.0
         for name in layers:
             g, t = gram_matrix(a[name]), targets[name]
-            total = total + weights[name] * (g - t).pow(2).flatten(1).sum(1) / t.pow(2).mean().clamp_min(1e-12)
+            total = total + weights[name] * (g - t).pow(2).flatten(1).sum(1) / t.pow(2).sum().clamp_min(1e-12)
         return -total
 
     return opt.Objective(layers, f, "-L_style")
+
+
+def style_distance(model, image: torch.Tensor, style: torch.Tensor, layers=None) -> float:
+    """``L_style`` of ``image`` against ``style``'s Grams (layers default to :func:`default_layers`):
+    0 for the same texture statistics, about 1 or more for unrelated images. ``image`` may have
+    any size: Grams do not depend on where things are, nor on how many positions there are."""
+    layers = layers or default_layers(model)[0]
+    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), opt.check_pixels(image)).item()
 
 
 def content_loss(model, content: torch.Tensor, layer: str = COURSE_CONTENT_LAYER) -> opt.Objective:
@@ -80,38 +122,277 @@ def content_loss(model, content: torch.Tensor, layer: str = COURSE_CONTENT_LAYER
 
 
 def with_average_pooling(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.MaxPool2d`` replaced by an ``nn.AvgPool2d`` of the same
+    """A copy of ``model`` with every max-pooling (``nn.MaxPool2d`` or the course's
+    :class:`~course_lib.models.BlurMaxPool2d`) replaced by an ``nn.AvgPool2d`` of the same
     geometry (Gatys et al. did this for VGG: smoother gradients, better textures). The model
     itself is not changed."""
     twin = copy.deepcopy(model)
     for parent in twin.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d):
+            if isinstance(child, (nn.MaxPool2d, BlurMaxPool2d)):
                 setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                                   ceil_mode=child.ceil_mode))
+                                                   ceil_mode=getattr(child, "ceil_mode", False)))
     return twin
 
 
-def texture_synthesis(model, style: torch.Tensor, size=None, layers=COURSE_STYLE_LAYERS, steps: int = 100,
-                      step_rule: str = "lbfgs", lr: float | None = None, seed: int = 0, callback=None,
-                      every: int = 10, progress: bool = True) -> torch.Tensor:
+def _pooled(model: nn.Module, pool: str) -> nn.Module:
+    if pool not in ("max", "average"):
+        raise ValueError(f"pool must be 'max' or 'average', not {pool!r}")
+    return with_average_pooling(model) if pool == "average" else model
+
+
+# --------------------------------------------------------------------------- style images
+
+
+def blended_targets(model, styles, weights=None, layers=COURSE_STYLE_LAYERS) -> dict:
+    """Gram targets of several style images blended with ``weights`` (normalised to sum 1):
+    ``G_l = sum_k w_k G_l(s_k)``. Matching the blend is the same as minimising
+    ``sum_k w_k |G_l(x) - G_l(s_k)|^2``: the two differ by a constant."""
+    styles = [styles] if isinstance(styles, torch.Tensor) else list(styles)
+    if not styles:
+        raise ValueError("give at least one style image")
+    weights = torch.ones(len(styles)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    if weights.shape != (len(styles),) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"give one non-negative weight per style image ({len(styles)}), not all zero; got {weights.tolist()}")
+    weights = weights / weights.sum()
+    grams = [style_targets(model, s, layers) for s in styles]
+    return {name: sum(w * g[name] for w, g in zip(weights.tolist(), grams)) for name in layers}
+
+
+def scale_image(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` resized by ``factor`` (antialiased bilinear): the **style scale**. A style image
+    shown larger has larger strokes relative to the network's receptive fields."""
+    if not factor > 0:
+        raise ValueError(f"the scale factor must be positive, got {factor}")
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+#: RGB -> YIQ (NTSC): Y is the luminance, I and Q the colour (chroma).
+YIQ = torch.tensor([[0.299, 0.587, 0.114],
+                    [0.596, -0.274, -0.322],
+                    [0.211, -0.523, 0.312]])
+
+
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` RGB -> YIQ (channel 0 = luminance Y)."""
+    return torch.einsum("ij,njhw->nihw", YIQ.to(x), x)
+
+
+def yiq_to_rgb(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rgb_to_yiq` (not clipped)."""
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(YIQ.double()).to(y), y)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """The luminance ``Y`` of RGB images as a grey RGB image (``Y`` in all three channels)."""
+    return rgb_to_yiq(x)[:, :1].expand(-1, 3, -1, -1).clamp(0, 1)
+
+
+def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The style's luminance as a grey image, shifted and scaled to the content luminance's
+    mean and standard deviation (Gatys et al. 2017, luminance-only transfer)."""
+    ys, yc = rgb_to_yiq(style)[:, :1], rgb_to_yiq(content)[:, :1]
+    y = (ys - ys.mean()) / ys.std().clamp_min(1e-6) * yc.std() + yc.mean()
+    return y.expand(-1, 3, -1, -1).clamp(0, 1)
+
+
+def with_content_colour(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """``x``'s luminance with the content's chroma: ``YIQ -> RGB(Y(x), I(c), Q(c))``, clipped.
+    ``content`` is resized to ``x``'s size if needed."""
+    if content.shape[-2:] != x.shape[-2:]:
+        content = F.interpolate(content, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+    yiq = torch.cat([rgb_to_yiq(x)[:, :1], rgb_to_yiq(content)[:, 1:]], dim=1)
+    return yiq_to_rgb(yiq).clamp(0, 1)
+
+
+def _sqrtm(cov: torch.Tensor, power: float) -> torch.Tensor:
+    """``cov^power`` of a symmetric positive semi-definite 3x3 matrix (eigen-decomposition).
+    Eigenvalues are floored at 1e-5 (a colour spread of 0.003): a greyscale image has no
+    variance in two colour directions, and dividing by ~0 there would only amplify noise."""
+    vals, vecs = torch.linalg.eigh(cov)
+    return vecs @ torch.diag(vals.clamp_min(1e-5) ** power) @ vecs.T
+
+
+def match_colour_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The style image recoloured so that its pixels' mean and 3x3 colour covariance equal the
+    content's (Gatys et al. 2017, colour histogram matching, their "Image Analogies" variant):
+
+        x' = A (x - mu_s) + mu_c,     A = Sigma_c^(1/2) Sigma_s^(-1/2)
+
+    Clipped to ``[0, 1]``. Then ordinary style transfer keeps the content's colours."""
+    def stats(img):
+        px = img.permute(1, 0, 2, 3).reshape(3, -1).double()
+        mu = px.mean(1, keepdim=True)
+        return px, mu, (px - mu) @ (px - mu).T / px.shape[1]
+    px_s, mu_s, cov_s = stats(style)
+    _, mu_c, cov_c = stats(content)
+    a = _sqrtm(cov_c, 0.5) @ _sqrtm(cov_s, -0.5)
+    out = (a @ (px_s - mu_s) + mu_c).reshape(3, style.shape[0], *style.shape[-2:]).permute(1, 0, 2, 3)
+    return out.to(style.dtype).clamp(0, 1)
+
+
+def with_random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose convolutions and linear layers are re-initialised at random
+    (PyTorch's default initialisation, seeded): the same architecture, nothing learnt."""
+    twin = copy.deepcopy(model)
+    g = torch.random.fork_rng(devices=[])
+    with g:
+        torch.manual_seed(seed)
+        for m in twin.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.reset_parameters()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def image_quilting(image: torch.Tensor, size, patch: int = 32, overlap: int = 8, candidates: int = 300,
+                   seed: int = 0) -> torch.Tensor:
+    """The *patch-copying* family of texture synthesis (Efros & Freeman 2001, simplified): fill a
+    ``size`` canvas in raster order with ``patch x patch`` blocks copied from ``image``; each
+    block is the best of ``candidates`` random source positions by the squared error on the
+    ``overlap`` strips it shares with blocks already placed (no seam cut).
+
+    Quilting copies real pixels (sharp, exact colours) but repeats the source and shows seams
+    where no candidate fits; compare with :func:`texture_synthesis`, which copies nothing.
+    """
+    image = opt.check_pixels(image, "texture image")[:1]
+    h, w = (size, size) if isinstance(size, int) else size
+    sh, sw = image.shape[-2:]
+    if not 0 <= overlap < patch <= min(sh, sw):
+        raise ValueError(f"need 0 <= overlap < patch <= the image's shorter side ({min(sh, sw)}); "
+                         f"got patch {patch}, overlap {overlap}")
+    g = torch.Generator().manual_seed(seed)
+    step = patch - overlap
+    rows, cols = math.ceil(max(h - overlap, 1) / step), math.ceil(max(w - overlap, 1) / step)
+    canvas = torch.zeros(3, rows * step + overlap, cols * step + overlap)
+    for r in range(rows):
+        for c in range(cols):
+            ys = torch.randint(0, sh - patch + 1, (candidates,), generator=g)
+            xs = torch.randint(0, sw - patch + 1, (candidates,), generator=g)
+            cand = torch.stack([image[0, :, y:y + patch, x:x + patch] for y, x in zip(ys.tolist(), xs.tolist())])
+            y0, x0 = r * step, c * step
+            placed = canvas[:, y0:y0 + patch, x0:x0 + patch]
+            mask = torch.zeros(patch, patch, dtype=torch.bool)
+            if r:
+                mask[:overlap] = True
+            if c:
+                mask[:, :overlap] = True
+            err = ((cand - placed) ** 2 * mask).flatten(1).sum(1)
+            canvas[:, y0:y0 + patch, x0:x0 + patch] = cand[int(err.argmin())]
+    return canvas[None, :, :h, :w].clone()
+
+
+def texture_synthesis(model, style: torch.Tensor, size=None, layers=None, steps: int = 100,
+                      step_rule: str = "lbfgs", lr: float | None = None, pool: str = "max", seed: int = 0,
+                      callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
     """A new image whose Gram matrices at ``layers`` match the style image's, from white noise.
 
     ``size`` (``S`` or ``(H, W)``, default: the style image's size) is independent of the
-    source. L-BFGS by default (``lr`` 1); ``step_rule="adam"`` (``lr`` 0.05) also works.
-    L-BFGS runs unconstrained and the result is clipped to ``[0, 1]`` at the end: clipping after
-    every step breaks the curvature estimate L-BFGS builds (measured: a 4x higher final style loss
-    and no recognisable texture). Returns ``[1, 3, H, W]`` pixels with ``.history``.
+    source. ``layers`` default to :func:`default_layers`; ``pool="average"`` uses
+    :func:`with_average_pooling`. L-BFGS by default (``lr`` 1); ``step_rule="adam"`` (``lr``
+    0.05) also works. L-BFGS runs unconstrained and the result is clipped to ``[0, 1]`` at the
+    end: clipping after every step breaks the curvature estimate L-BFGS builds (measured: a 4x
+    higher final style loss and no recognisable texture). Returns ``[1, 3, H, W]`` pixels with
+    ``.history``.
     """
     style = opt.check_pixels(style, "style image")
+    layers = layers or default_layers(model)[0]
     h, w = (size, size) if isinstance(size, int) else (size or style.shape[-2:])
-    objective = style_loss(style_targets(model, style, layers))
+    net = _pooled(model, pool)
+    objective = style_loss(style_targets(net, style, layers))
     g = torch.Generator().manual_seed(seed)
     start = torch.rand(1, 3, h, w, generator=g).to(style.device)
+    x = _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, "texture")
+    return x
+
+
+def _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, desc):
+    """L-BFGS unconstrained (clipped at the end), first-order rules clamped after every step."""
     lr = lr if lr is not None else (1.0 if step_rule == "lbfgs" else 0.05)
-    x = opt.optimize(model, objective, opt.PixelImage(start), steps=steps, lr=lr, step_rule=step_rule,
+    x = opt.optimize(net, objective, opt.PixelImage(start), steps=steps, lr=lr, step_rule=step_rule,
                      projections=[] if step_rule == "lbfgs" else [opt.clamp_pixels()], seed=seed,
-                     callback=callback, every=every, progress=progress, desc="texture")
+                     callback=callback, every=every, progress=progress, desc=desc)
     out = x.clamp(0, 1)
     out.history = x.history
     return out
+
+
+# --------------------------------------------------------------------------- style transfer
+
+
+def transfer_objective(model, content: torch.Tensor, targets: dict, style_weight: float,
+                       tv_weight: float, content_layer: str) -> opt.Objective:
+    """``J = -(L_content + style_weight * L_style + tv_weight * L_TV)``: :func:`style_transfer`
+    maximises it (``alpha = 1``, ``beta / alpha = style_weight``, ``gamma = tv_weight``)."""
+    return (content_loss(model, content, content_layer) + style_weight * style_loss(targets)
+            - tv_weight * opt.total_variation())
+
+
+def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e3, tv_weight: float = 0.0,
+                   style_scale: float = 1.0, blend=None, preserve_colour: str | None = None,
+                   init: str = "content", layers=None, content_layer: str | None = None, pool: str = "max",
+                   steps: int = 150, step_rule: str = "lbfgs", lr: float | None = None, seed: int = 0,
+                   callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
+    """Gatys et al. 2016: the image ``x`` minimising ``L_content + beta/alpha L_style + gamma L_TV``.
+
+    ``content`` ``[1, 3, H, W]`` pixels (the output has its size). ``style``: one image or a
+    list of images (any size), blended by ``blend`` weights (:func:`blended_targets`), each
+    first resized by ``style_scale`` (:func:`scale_image`). ``preserve_colour``:
+
+    * ``None``: plain transfer (the output takes the style's colours);
+    * ``"luminance"``: transfer between the luminances only (the style's matched to the
+      content's mean and std, :func:`match_luminance`), then put the content's chroma back
+      (:func:`with_content_colour`);
+    * ``"histogram"``: recolour the style to the content's colour statistics first
+      (:func:`match_colour_histogram`), then transfer as usual.
+
+    ``init``: ``"content"`` (start from the photo: fewer steps) or ``"noise"``. Layers default
+    to :func:`default_layers`. ``callback`` gets the image as it will be returned (with the
+    content's colours in luminance mode). Returns ``[1, 3, H, W]`` in ``[0, 1]`` with ``.history``.
+    """
+    content = opt.check_pixels(content, "content image")
+    styles = [style] if isinstance(style, torch.Tensor) else list(style)
+    styles = [opt.check_pixels(s, f"style image {i}") for i, s in enumerate(styles)]
+    if preserve_colour not in COLOUR_MODES:
+        raise ValueError(f"preserve_colour must be one of {COLOUR_MODES}, not {preserve_colour!r}")
+    if init not in ("content", "noise"):
+        raise ValueError(f"init must be 'content' or 'noise', not {init!r}")
+    default_style, default_content = default_layers(model) if layers is None or content_layer is None else (None, None)
+    layers, content_layer = layers or default_style, content_layer or default_content
+    net = _pooled(model, pool)
+
+    target = content
+    if preserve_colour == "luminance":
+        styles = [match_luminance(s, content) for s in styles]
+        target = luminance(content)
+    elif preserve_colour == "histogram":
+        styles = [match_colour_histogram(s, content) for s in styles]
+    styles = [scale_image(s, style_scale) for s in styles]
+    targets = blended_targets(net, styles, blend, layers)
+    objective = transfer_objective(net, target, targets, style_weight, tv_weight, content_layer)
+
+    start = target.clone() if init == "content" else torch.rand(target.shape, generator=torch.Generator().manual_seed(seed)).to(target)
+    recolour = (lambda x: with_content_colour(x, content)) if preserve_colour == "luminance" else (lambda x: x)
+    preview = None if callback is None else (lambda step, x, j: callback(step, recolour(x.clamp(0, 1)), j))
+    x = _run(net, objective, start, steps, step_rule, lr, seed, preview, every, progress, "style transfer")
+    out = recolour(x)
+    out.history = x.history
+    return out
+
+
+def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, blend=None, style_scale: float = 1.0,
+                    layers=None, content_layer: str | None = None) -> dict:
+    """The three terms for a finished image (no weights applied): ``{"content": L_content,
+    "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style."""
+    default_style, default_content = default_layers(model) if layers is None or content_layer is None else (None, None)
+    layers, content_layer = layers or default_style, content_layer or default_content
+    image = opt.check_pixels(image)
+    styles = [style] if isinstance(style, torch.Tensor) else list(style)
+    targets = blended_targets(model, [scale_image(opt.check_pixels(s, "style image"), style_scale) for s in styles],
+                              blend, layers)
+    terms = {"content": content_loss(model, content, content_layer), "style": style_loss(targets),
+             "tv": -1 * opt.total_variation()}
+    return {name: -opt.evaluate(model, j, image).item() for name, j in terms.items()}

@@ -150,6 +150,20 @@ def test_bad_input_gets_a_clear_error(tiny_net):
         A.pgd(tiny_net, ok, 12, eps=0.01, targeted=True)
 
 
+def test_lbfgs_moves_on_a_tiny_gradient_and_counts_its_evaluations(tiny_net):
+    # a quadratic with gradients of order 1e-9: PyTorch's L-BFGS with its defaults (no line-search
+    # evaluations when max_iter=1, curvature pairs below 1e-10 dropped) would not move at all
+    target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    j = 1e-9 * O.Objective((), lambda a, x: -(x - target).pow(2).flatten(1).sum(1), "fit")
+    x = O.optimize(tiny_net, j, O.PixelImage(torch.full((1, 3, 16, 16), 0.5)), steps=4, lr=1.0,
+                   step_rule="lbfgs", progress=False)
+    assert (x - target).abs().max() < 1e-3
+    ev = x.history.evaluations
+    assert len(ev) == 4 and ev[0] >= 1 and all(b > a for a, b in zip(ev, ev[1:]))
+    y = O.optimize(tiny_net, j, O.PixelImage(torch.full((1, 3, 16, 16), 0.5)), steps=3, lr=0.1, progress=False)
+    assert y.history.evaluations == [1, 2, 3]  # first-order rules: one evaluation per step
+
+
 def test_callback_gets_a_live_preview(tiny_net):
     seen = []
     O.optimize(tiny_net, O.class_score(tiny_net, 0), O.PixelImage(torch.full((1, 3, 64, 64), 0.5)), steps=7,
