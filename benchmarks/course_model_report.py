@@ -12,7 +12,8 @@ For each weights file (its JSON record beside it) it measures, on this machine:
    prior (16 steps, mean substrate), and the mean :func:`course_lib.saliency_eval.grid_energy`
    of the gradient maps;
 4. **forward cost**: one image at the model's input size, median time, as a ratio to one
-   ResNet-18 forward at 224 px measured in the same run (see ``forward_time.py``).
+   ResNet-18 forward at 224 px measured in the same run, in its faster memory layout (see
+   ``forward_time.py``).
 """
 import argparse
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from course_lib.data import imagenette, spread_indices
 from course_lib.models import COURSE_WEIGHTS, load_course_model, predict_dataset
@@ -28,7 +28,7 @@ from course_lib.saliency import compute_saliency
 from course_lib.saliency_eval import evaluate_saliency, grid_energy, saliency_methods
 from course_lib.imaging import preprocess
 from course_lib.weights import edge_like_share
-from forward_time import median_ms  # this folder's forward benchmark: the same timing rule
+from forward_time import median_ms, reference_ms  # this folder's forward benchmark: the same timing rule
 
 
 def report(weights: Path, val, reference_ms: float) -> dict:
@@ -54,7 +54,7 @@ if __name__ == "__main__":
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     val = imagenette("val")
-    ref_ms = median_ms(torchvision.models.resnet18().eval(), 224)
+    ref_ms = reference_ms()[0]
     rows = [report(w, val, ref_ms) for w in args.weights]
     keys = list(rows[0])[1:]
     print(f"threads: {torch.get_num_threads()}, resnet18 224px: {ref_ms:.2f} ms")

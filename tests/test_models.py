@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 import urllib.error
@@ -205,3 +206,12 @@ def test_imagenet_model_offline_without_cache_names_file_and_folder(tmp_path, mo
         load_model("vgg16")
     msg = str(e.value)
     assert "vgg16-397923af.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+
+
+def test_course_model_runs_channels_last_with_the_same_outputs(course_model):
+    conv = course_model.features.conv1_1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    plain = copy.deepcopy(course_model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        torch.testing.assert_close(course_model(x), plain(x), rtol=1e-4, atol=1e-4)
