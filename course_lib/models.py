@@ -195,7 +195,7 @@ def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
                 last_relu_tag = tag
             elif isinstance(m, nn.ReLU):
                 names[f"relu{last_relu_tag}"] = f"features.{idx}"
-            elif isinstance(m, nn.MaxPool2d):
+            elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):  # average: style.with_average_pooling's copies
                 tag = block if kind == "VGG" else n_conv
                 names[f"pool{tag}"] = f"features.{idx}"
                 block, i = block + 1, 0

@@ -217,13 +217,17 @@ def test_average_pooling_copy_of_the_blur_pool_variant():
 
 
 def test_vgg_and_alexnet_get_gatys_layers_and_resnet_a_clear_error():
-    from course_lib.models import _prepare
+    from course_lib.models import _prepare, lecture_names
     torch.manual_seed(0)
     vgg = _prepare(torchvision.models.vgg19(), [str(i) for i in range(1000)], 224,
                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     layers, content = ST.default_layers(vgg)
     assert layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1") and content == "relu4_2"
     x = ST.style_transfer(vgg, _scene(48, 48), _stripes(), style_weight=1.0, steps=2, progress=False)
+    assert x.shape == (1, 3, 48, 48) and torch.isfinite(x).all()
+    avg = ST.with_average_pooling(vgg)  # the copy keeps the lecture's layer names
+    assert list(lecture_names(avg)) == list(lecture_names(vgg))
+    x = ST.texture_synthesis(vgg, _stripes(), size=48, steps=2, pool="average", progress=False)
     assert x.shape == (1, 3, 48, 48) and torch.isfinite(x).all()
     alex = _prepare(torchvision.models.alexnet(), [str(i) for i in range(1000)], 224,
                     (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
