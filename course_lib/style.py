@@ -65,6 +65,14 @@ def default_layers(model) -> tuple[tuple, str]:
                      f"skip connections mix the layers)")
 
 
+def _layers(model, layers=None, content_layer=None) -> tuple[tuple, str]:
+    """``layers`` and ``content_layer``, each defaulting to :func:`default_layers` where not given."""
+    if layers is not None and content_layer is not None:
+        return tuple(layers), content_layer
+    default_style, default_content = default_layers(model)
+    return tuple(layers or default_style), content_layer or default_content
+
+
 def gram_matrix(f: torch.Tensor) -> torch.Tensor:
     """``G = F F^T / (C H W)`` for activations ``f`` ``[N, C, H, W]``; returns ``[N, C, C]``."""
     if f.ndim != 4:
@@ -360,8 +368,7 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
         raise ValueError(f"preserve_colour must be one of {COLOUR_MODES}, not {preserve_colour!r}")
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', not {init!r}")
-    default_style, default_content = default_layers(model) if layers is None or content_layer is None else (None, None)
-    layers, content_layer = layers or default_style, content_layer or default_content
+    layers, content_layer = _layers(model, layers, content_layer)
     net = _pooled(model, pool)
 
     target = content
@@ -387,8 +394,7 @@ def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, bl
                     layers=None, content_layer: str | None = None) -> dict:
     """The three terms for a finished image (no weights applied): ``{"content": L_content,
     "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style."""
-    default_style, default_content = default_layers(model) if layers is None or content_layer is None else (None, None)
-    layers, content_layer = layers or default_style, content_layer or default_content
+    layers, content_layer = _layers(model, layers, content_layer)
     image = opt.check_pixels(image)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
     targets = blended_targets(model, [scale_image(opt.check_pixels(s, "style image"), style_scale) for s in styles],
