@@ -375,11 +375,33 @@ def load_image(name_or_path, size: int | None = None) -> Image.Image:
                 f"{path} does not exist and is not a course image; known images: {', '.join(IMAGES)}")
     with Image.open(path) as im:
         image = im.convert("RGB")
-    if size is not None:
-        w, h = image.size
-        s = size / min(w, h)
-        image = image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
-    return image
+    return _shorter_side(image, size)
+
+
+def _shorter_side(image: Image.Image, size: int | None) -> Image.Image:
+    """``image`` resized so its shorter side is ``size`` pixels (aspect kept); unchanged for ``None``."""
+    if size is None:
+        return image
+    w, h = image.size
+    s = size / min(w, h)
+    return image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+
+
+def image_from_bytes(content: bytes, size: int | None = None) -> Image.Image:
+    """An RGB PIL image from the bytes of an image file (e.g. an ``ipywidgets.FileUpload``'s
+    content); ``size`` as in :func:`load_image`. A file that is not a readable image raises
+    a ``ValueError``; greyscale and RGBA images are converted to RGB (alpha dropped)."""
+    import io
+
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(content))) as im:
+            im.load()
+            image = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"not an image file Pillow can read ({len(content)} bytes): {err}") from err
+    return _shorter_side(image, size)
 
 
 def fetch(names=None) -> None:

@@ -22,6 +22,12 @@ The loop maximises ``J`` with one of four step rules:
     "sign"        x <- x + lr * sign(dJ/dx)            (steepest ascent in L-inf: FGSM/PGD)
     "normalized"  x <- x + lr * g / mean|g|,  g = dJ/dx (DeepDream)
 
+or with any ``torch.optim`` optimiser you pass in (it minimises -J; its state carries over
+from one call to the next, so a long run can be cut into resumable pieces).
+
+A parameterisation may itself be a network: in fast style transfer (notebook 08) the
+images are ``T_theta(photos)`` and the optimiser trains the weights ``theta``.
+
 Images are always ``[N, 3, H, W]`` in ``[0, 1]`` pixel space; the model's own
 normalisation ``(x - mean) / std`` is applied inside, so every function takes and returns
 ordinary pictures.
@@ -470,14 +476,16 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     Each step: ``x = param()``; apply the ``transforms`` (each ``t(x, generator)``, random
     draws from a generator seeded with ``seed``); run the model on ``normalize(x)``, recording
     ``objective.layers``; ``J = sum over the batch of objective(acts, x)``; take one step by
-    ``step_rule`` (see the module docstring); apply the ``projections`` (each
+    ``step_rule`` (a name from the module docstring, or a ``torch.optim.Optimizer`` over
+    ``param``'s parameters, stepped on ``-J``: ``lr`` is then its own); apply the ``projections`` (each
     ``p(param, step)``). ``callback(step, image, J)`` is called every ``every`` steps and after
     the last (a live preview). The model is put in eval mode and restored; its parameters
     are not touched; every hook is removed.
 
     Returns ``param()`` after the last step, detached, with ``.history`` (:class:`History`).
     """
-    if step_rule not in STEP_RULES:
+    given = isinstance(step_rule, torch.optim.Optimizer)
+    if not given and step_rule not in STEP_RULES:
         raise ValueError(f"unknown step_rule {step_rule!r}; choose one of {', '.join(STEP_RULES)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
@@ -499,7 +507,9 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         _forward(model, objective, x, acts)
         return objective(acts, x).sum()
 
-    if step_rule == "adam":
+    if given:
+        opt = step_rule
+    elif step_rule == "adam":
         opt = torch.optim.Adam(params, lr=lr, maximize=True)
     elif step_rule == "lbfgs":
         # One L-BFGS iteration per step, with a line search of up to 24 more evaluations
@@ -513,7 +523,13 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         stack, acts = _recording(model, objective)
         with eval_mode(model), torch.enable_grad(), stack:
             for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
-                if step_rule == "lbfgs":
+                if given:
+                    opt.zero_grad(set_to_none=True)
+                    j = objective_value()
+                    (-j).backward()
+                    opt.step()
+                    value = float(j.detach())
+                elif step_rule == "lbfgs":
                     if step == 0:
                         scale = _lbfgs_scale(objective_value, params)
 

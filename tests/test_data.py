@@ -602,3 +602,18 @@ def test_real_mirror_cli_fetch_image(tmp_path, cache):
     path = cache / data.IMAGES["wave_crop"].relpath
     assert str(path) in r.stdout
     assert data.sha256_of(path) == data.IMAGES["wave_crop"].sha256
+
+
+def test_image_from_bytes_reads_uploads_and_rejects_other_files():
+    import io
+
+    from PIL import Image
+
+    from course_lib.data import image_from_bytes
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (30, 20), (10, 20, 30, 0)).save(buf, "PNG")
+    im = image_from_bytes(buf.getvalue(), size=10)
+    assert im.mode == "RGB" and im.size == (15, 10) and im.getpixel((0, 0)) == (10, 20, 30)
+    with pytest.raises(ValueError, match="not an image file"):
+        image_from_bytes(b"GIF89a but not really")

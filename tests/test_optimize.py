@@ -52,6 +52,21 @@ def test_every_step_rule_raises_the_objective(tiny_net, rule, lr):
     assert x.min() >= 0 and x.max() <= 1 and len(x.history.objective) == 15
 
 
+def test_an_optimizer_passed_in_carries_its_state_from_call_to_call(tiny_net):
+    """optimize(..., step_rule=torch.optim.Adam(...)) minimises -J; two calls of 5 steps with the
+    same optimiser end exactly where one call of 10 steps does."""
+    j = O.layer_l2(tiny_net, "relu2_1")
+    start = torch.full((1, 3, 32, 32), 0.5)
+    one = O.PixelImage(start)
+    O.optimize(tiny_net, j, one, steps=10, step_rule=torch.optim.Adam(one.parameters(), lr=0.02), progress=False)
+    two = O.PixelImage(start)
+    adam = torch.optim.Adam(two.parameters(), lr=0.02)
+    for _ in range(2):
+        x = O.optimize(tiny_net, j, two, steps=5, step_rule=adam, progress=False)
+    torch.testing.assert_close(two.x, one.x, rtol=0, atol=0)
+    assert x.history.objective[-1] > 1.3 * O.evaluate(tiny_net, j, start).item()
+
+
 def test_optimize_leaves_the_model_and_the_start_image_as_they_were(tiny_net):
     tiny_net.train()
     tiny_net.features.conv1_1.weight.requires_grad_(True)
