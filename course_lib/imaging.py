@@ -321,9 +321,11 @@ def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) 
     """Draw several images side by side (at most 8 per row unless ``ncols`` says), and return the figure.
 
     Each image is anything :func:`show_image` accepts; ``titles`` (optional) has one
-    title per image; each image gets a ``size x size`` inch cell.
+    title per image; each image gets a cell ``size`` inches wide and as tall as the tallest
+    image's shape needs (``size`` for square images; less for landscape ones, up to ``size``
+    plus room for the title).
     """
-    images = list(images)
+    images = [_display_array(im, mean, std) for im in images]
     if not images:
         raise ValueError("show_images needs at least one image, got none")
     if titles is not None and len(titles) != len(images):
@@ -332,7 +334,9 @@ def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) 
         raise ValueError(f"ncols must be a positive int, got {ncols!r}")
     ncols = ncols or min(len(images), 8)
     nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    aspect = min(1.0, max(a.shape[0] / a.shape[1] for a in images))
+    height = size * aspect + (0.35 * (1 - aspect) if titles is not None else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < len(images):
             show_image(images[i], title=None if titles is None else titles[i], ax=ax, mean=mean, std=std)

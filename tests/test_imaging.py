@@ -349,7 +349,10 @@ def test_show_images_makes_a_grid_with_titles(no_plt_show):
     assert [ax.get_title() for ax in fig.axes[:5]] == list("abcde")
     assert not any(ax.axison for ax in fig.axes)
     assert len(fig.axes[5].images) == 0
-    np.testing.assert_allclose(fig.get_size_inches(), [4.0, 6.0])
+    # 5 x 7 images: rows as tall as the images need (2 * 5/7 inches) plus room for the titles
+    np.testing.assert_allclose(fig.get_size_inches(), [4.0, 3 * (2.0 * 5 / 7 + 0.35 * 2 / 7)])
+    square = show_images([random_image(7, 7, seed=k) for k in range(5)], titles=list("abcde"), ncols=2, size=2.0)
+    np.testing.assert_allclose(square.get_size_inches(), [4.0, 6.0])
     with pytest.raises(ValueError, match="5 images but 2 titles"):
         show_images(images, titles=["a", "b"])
 
