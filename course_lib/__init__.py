@@ -20,8 +20,10 @@ The lecture topics:
 - :mod:`course_lib.class_viz`, :mod:`course_lib.adversarial`, :mod:`course_lib.deepdream`,
   :mod:`course_lib.inversion` -- notebook 05: class visualisation, adversarial and universal
   perturbations, DeepDream, feature inversion
-- :mod:`course_lib.style`    -- notebooks 06-07 (groundwork): Gram matrices, style and content losses,
-  texture synthesis
+- :mod:`course_lib.style`    -- notebooks 06-07: Gram matrices, style and content losses, texture
+  synthesis, Gatys style transfer (style scale, blending, colour preservation)
+- :mod:`course_lib.fast_style` -- notebook 08: Johnson's transformer network (instance or batch norm),
+  trained through the same core; ``python -m course_lib.fast_style train --style ...``
 - :mod:`course_lib.grading`  -- helpers for the exercises' hidden tests
 """
 __version__ = "0.1.0"
