@@ -49,6 +49,7 @@ clean:
 #   make release        exercises/source/ -> exercises/release/ (no solutions, no hidden tests)
 #   make autograde      grade exercises/submitted/<student>/<exercise>/<exercise>.ipynb, each
 #                       in a sandbox; SUBMISSIONS=<folder> copies such a folder in first
+#                       (regular files only, never through a link: python -m grader collect)
 #   make grades         exercises/grades.csv and exercises/feedback/<student>/<exercise>/*.html
 
 GRADER_VENV  := exercises/.venv-grader
@@ -77,7 +78,7 @@ release: grader-setup
 
 autograde: data grader-setup
 ifdef SUBMISSIONS
-	mkdir -p exercises/submitted && cp -R "$(SUBMISSIONS)"/. exercises/submitted/
+	cd exercises && $(GRADER_BIN)/python -m grader collect "$(abspath $(SUBMISSIONS))"
 endif
 	@ls exercises/submitted/*/*/*.ipynb >/dev/null 2>&1 || { echo "nothing to grade in exercises/submitted/"; exit 1; }
 	$(NBGRADER) generate_assignment "*" --force --CourseDirectory.release_directory=.release-check

@@ -4,6 +4,9 @@
     python -m grader validate NOTEBOOK...       nbgrader's Validator, run through the sandbox:
                                                 a source notebook must pass every test cell,
     python -m grader validate --release NB...   a released one must fail every test cell.
+    python -m grader collect FOLDER [DEST]      copy submissions (<student>/<exercise>/<files>) into
+                                                DEST (default: exercises/submitted): regular files
+                                                only, never through a link; prints what was refused.
 
 ``nbgrader validate`` itself always exits 0; this exits 1 when a notebook does not validate,
 and prints the failing cells. ``--json`` prints the Validator's result dictionaries instead.
@@ -70,7 +73,22 @@ def main(argv=None) -> int:
     v.add_argument("--json", action="store_true")
     v.add_argument("--set", action="append", metavar="Class.trait=value",
                    help="override a setting, e.g. --set SandboxedExecute.timeout=60")
+    c = sub.add_parser("collect", help="copy submissions safely (regular files only, no links)")
+    c.add_argument("folder", type=Path)
+    c.add_argument("dest", type=Path, nargs="?", default=HERE.parent / "submitted")
     args = ap.parse_args(argv)
+    if args.cmd == "collect":
+        from .collect import collect
+
+        try:
+            copied, report = collect(args.folder, args.dest)
+        except ValueError as err:
+            print(f"collect: {err}", file=sys.stderr)
+            return 2
+        for line in report:
+            print(f"collect: {line}")
+        print(f"collect: {copied} files copied into {args.dest}")
+        return 0
     if args.cmd == "check":
         from . import sandbox
         from .executor import SandboxedExecute
