@@ -217,3 +217,20 @@ def test_the_train_command_writes_weights_and_a_record_that_load(tiny_net, tmp_p
     net = FS.load_fast_style("wave", "instance", "compact", folder=tmp_path / "nets")
     assert FS.parameter_count(net) == record["parameters"]
     assert not list((tmp_path / "cache").glob("*checkpoint*"))  # the checkpoint is gone once the weights are written
+
+
+def test_vgg16_works_as_the_loss_network():
+    """--loss-model vgg16: Gatys's VGG layers (relu1_1..relu5_1, content relu4_2) are used and training runs."""
+    import torchvision
+
+    from course_lib.models import _prepare
+
+    torch.manual_seed(0)
+    vgg = _prepare(torchvision.models.vgg16(), [str(i) for i in range(1000)], 224,
+                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    j = FS.perceptual_loss(vgg, torch.rand(1, 3, 48, 48), 1.0, 1.0)
+    assert set(j.layers) == {"relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"}
+    net = FS.make_net("instance", "compact")
+    losses = FS.train(net, vgg, torch.rand(1, 3, 48, 48), FS.photo_batches(_photos(), 32, 2, 0), steps=2,
+                      every=2, progress=False)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
