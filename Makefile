@@ -80,6 +80,7 @@ autograde: data grader-setup
 ifdef SUBMISSIONS
 	cd exercises && $(GRADER_BIN)/python -m grader collect "$(abspath $(SUBMISSIONS))"
 endif
+	cd exercises && $(GRADER_BIN)/python -m grader scrub
 	@ls exercises/submitted/*/*/*.ipynb >/dev/null 2>&1 || { echo "nothing to grade in exercises/submitted/"; exit 1; }
 	$(NBGRADER) generate_assignment "*" --force --CourseDirectory.release_directory=.release-check
 	$(NBGRADER) autograde "*" $(AUTOGRADE_ARGS)

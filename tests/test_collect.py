@@ -100,3 +100,22 @@ def test_the_command_reports_and_refuses_a_linked_source(hostile, tmp_path, caps
     os.symlink(src, tmp_path / "link-to-collected")
     assert grader_main(["collect", str(tmp_path / "link-to-collected"), str(dest)]) == 2
     assert "must be a folder (not a link)" in capsys.readouterr().err
+
+
+def test_scrub_removes_links_and_special_files_already_in_the_submissions(tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host file\n")
+    sub = tmp_path / "submitted"
+    keep = _submit(sub, "alice", b"alice's notebook")
+    os.symlink(outside, sub / "alice" / EX / "extra.ipynb")
+    (sub / "bob" / EX).mkdir(parents=True)
+    os.symlink(keep, sub / "bob" / EX / f"{EX}.ipynb")  # another student's notebook, as a link
+    os.symlink(sub / "alice", sub / "carol")  # a linked student folder: removed, not entered
+    os.mkfifo(sub / "alice" / EX / "pipe")
+    assert grader_main(["scrub", str(sub)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("scrub: removed a symbolic link") == 3 and out.count("scrub: removed a FIFO") == 1
+    assert sorted(str(p.relative_to(sub)) for p in sub.rglob("*")) == [
+        "alice", f"alice/{EX}", f"alice/{EX}/{EX}.ipynb", "bob", f"bob/{EX}"]
+    assert keep.read_bytes() == b"alice's notebook" and outside.read_text() == "host file\n"
+    assert grader_main(["scrub", str(tmp_path / "nothing-there")]) == 0

@@ -7,6 +7,8 @@
     python -m grader collect FOLDER [DEST]      copy submissions (<student>/<exercise>/<files>) into
                                                 DEST (default: exercises/submitted): regular files
                                                 only, never through a link; prints what was refused.
+    python -m grader scrub [FOLDER]             remove links and special files under FOLDER
+                                                (default: exercises/submitted) before grading.
 
 ``nbgrader validate`` itself always exits 0; this exits 1 when a notebook does not validate,
 and prints the failing cells. ``--json`` prints the Validator's result dictionaries instead.
@@ -76,7 +78,22 @@ def main(argv=None) -> int:
     c = sub.add_parser("collect", help="copy submissions safely (regular files only, no links)")
     c.add_argument("folder", type=Path)
     c.add_argument("dest", type=Path, nargs="?", default=HERE.parent / "submitted")
+    sc = sub.add_parser("scrub", help="remove links and special files from the submissions folder")
+    sc.add_argument("folder", type=Path, nargs="?", default=HERE.parent / "submitted")
     args = ap.parse_args(argv)
+    if args.cmd == "scrub":
+        from .collect import scrub
+
+        if not args.folder.exists():
+            return 0
+        try:
+            report = scrub(args.folder)
+        except ValueError as err:
+            print(f"scrub: {err}", file=sys.stderr)
+            return 2
+        for line in report:
+            print(f"scrub: {line}")
+        return 0
     if args.cmd == "collect":
         from .collect import collect
 

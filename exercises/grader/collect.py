@@ -149,3 +149,21 @@ def collect(src: Path, dest: Path) -> tuple[int, list[str]]:
                     continue
                 copied += 1
     return copied, report
+
+
+def scrub(folder: Path) -> list[str]:
+    """Remove every symbolic link, FIFO, socket and device file under ``folder`` (never following
+    a link), so that grading what is already in ``exercises/submitted/`` reads regular files only.
+    Returns one report line per thing removed."""
+    folder = Path(folder)
+    if os.path.islink(folder) or not folder.is_dir():
+        raise ValueError(f"{folder} must be a folder (not a link)")
+    report = []
+    for entry in _entries(folder):
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            report += scrub(Path(entry.path))
+        elif not stat.S_ISREG(st.st_mode):
+            os.unlink(entry.path)
+            report.append(f"removed {_kind(st.st_mode)} {entry.path}")
+    return report
