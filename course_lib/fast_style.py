@@ -51,7 +51,7 @@ from torch import nn
 from . import data as cdata
 from . import optimize as opt
 from . import style as st
-from .models import DATA_DIR
+from .models import DATA_DIR, eval_mode
 
 #: The shipped networks live here: ``<style>_<norm>[_compact].pt`` and a JSON record beside each.
 FAST_STYLE_DIR = DATA_DIR / "fast_style"
@@ -169,14 +169,12 @@ def architecture_table(net: TransformerNet, size: int = 256) -> list[dict]:
         handles.append(module.register_forward_hook(
             lambda m, i, o, name=name: rows.append({"stage": name, "output": list(o.shape[1:]),
                                                     "parameters": parameter_count(m)})))
-    was_training = net.training
     try:
-        net.eval()
-        net(torch.zeros(1, 3, size, size, device=next(net.parameters()).device))
+        with eval_mode(net):
+            net(torch.zeros(1, 3, size, size, device=next(net.parameters()).device))
     finally:
         for h in handles:
             h.remove()
-        net.train(was_training)
     return rows
 
 
@@ -340,15 +338,9 @@ def stylise(net: TransformerNet, photo: torch.Tensor, bf16: bool = False) -> tor
     in ``[0, 1]`` in and out, same size. ``bf16``: in bfloat16 autocast, as the shipped networks
     were trained (about 2.5x faster on CPUs with bfloat16 units such as AMX, much slower on
     CPUs without them; pixels change by about 0.002 on average)."""
-    photo = opt.check_pixels(photo, "photo")
-    was_training = net.training
-    net.eval()
-    try:
-        x = photo.to(next(net.parameters()).device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return net(x).float()
-    finally:
-        net.train(was_training)
+    x = opt.check_pixels(photo, "photo").to(next(net.parameters()).device)
+    with eval_mode(net), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return net(x).float()
 
 
 def weights_path(style: str, norm: str = "instance", variant: str = "full", folder: Path = FAST_STYLE_DIR) -> Path:
@@ -436,7 +428,8 @@ def main(argv=None):
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                   help="bfloat16 autocast for the forward/backward passes (weights stay float32), or float32")
+                   help="bfloat16 autocast for the transformer network (its weights, the loss network "
+                        "and the losses stay float32), or float32 throughout")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in data/cache/")
     t.add_argument("--held-out", type=int, default=16, help="val images (256 px) for the final losses")
@@ -479,11 +472,12 @@ def main(argv=None):
     out = weights_path(args.style, args.norm, args.variant, args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, out)
+    style_layers, content_layer = st._layers(loss_model)
     record = {
         "style": args.style, "norm": args.norm, "variant": args.variant, "channels": list(net.channels),
         "residual_blocks": net.residual_blocks, "parameters": parameter_count(net),
-        "loss_model": args.loss_model, "style_layers": list(st._layers(loss_model)[0]),
-        "content_layer": st._layers(loss_model)[1], "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+        "loss_model": args.loss_model, "style_layers": list(style_layers),
+        "content_layer": content_layer, "style_weight": args.style_weight, "tv_weight": args.tv_weight,
         "steps": args.steps, "batch_size": args.batch_size, "size": args.size, "lr": args.lr, "seed": args.seed,
         "precision": args.precision,
         "train_seconds": round(seconds, 1), "device": str(device), "machine": platform.processor() or platform.machine(),

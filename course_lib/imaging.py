@@ -339,7 +339,7 @@ def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) 
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < len(images):
-            show_image(images[i], title=None if titles is None else titles[i], ax=ax, mean=mean, std=std)
+            show_image(images[i], title=None if titles is None else titles[i], ax=ax)  # already display arrays
         else:
             ax.set_axis_off()
     return fig

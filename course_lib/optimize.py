@@ -510,7 +510,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     if given:
         opt = step_rule
     elif step_rule == "adam":
-        opt = torch.optim.Adam(params, lr=lr, maximize=True)
+        opt = torch.optim.Adam(params, lr=lr)  # like any optimiser passed in: it minimises -J
     elif step_rule == "lbfgs":
         # One L-BFGS iteration per step, with a line search of up to 24 more evaluations
         # (max_eval defaults to 1.25 * max_iter = 1, which leaves the line search no evaluation at
@@ -523,7 +523,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         stack, acts = _recording(model, objective)
         with eval_mode(model), torch.enable_grad(), stack:
             for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
-                if given:
+                if given or step_rule == "adam":
                     opt.zero_grad(set_to_none=True)
                     j = objective_value()
                     (-j).backward()
@@ -546,9 +546,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
                     j.backward()
                     value = float(j.detach())
                     with torch.no_grad():
-                        if step_rule == "adam":
-                            opt.step()
-                        elif step_rule == "sign":
+                        if step_rule == "sign":
                             for p in params:
                                 p.add_(lr * p.grad.sign())
                         else:  # normalized

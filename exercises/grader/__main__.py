@@ -64,6 +64,19 @@ def validate(paths, release: bool = False, settings=None):
     return results
 
 
+def _report(command: str, run) -> int:
+    """Run ``run() -> (report lines, summary or None)`` and print them prefixed by ``command``;
+    a ValueError (a source we refuse) goes to stderr with exit status 2."""
+    try:
+        lines, summary = run()
+    except ValueError as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return 2
+    for line in lines + ([summary] if summary else []):
+        print(f"{command}: {line}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,26 +99,14 @@ def main(argv=None) -> int:
 
         if not args.folder.exists():
             return 0
-        try:
-            report = scrub(args.folder)
-        except ValueError as err:
-            print(f"scrub: {err}", file=sys.stderr)
-            return 2
-        for line in report:
-            print(f"scrub: {line}")
-        return 0
+        return _report("scrub", lambda: (scrub(args.folder), None))
     if args.cmd == "collect":
         from .collect import collect
 
-        try:
+        def run():
             copied, report = collect(args.folder, args.dest)
-        except ValueError as err:
-            print(f"collect: {err}", file=sys.stderr)
-            return 2
-        for line in report:
-            print(f"collect: {line}")
-        print(f"collect: {copied} files copied into {args.dest}")
-        return 0
+            return report, f"{copied} files copied into {args.dest}"
+        return _report("collect", run)
     if args.cmd == "check":
         from . import sandbox
         from .executor import SandboxedExecute
