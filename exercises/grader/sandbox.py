@@ -9,24 +9,41 @@ What the process gets:
   virtual environment, ``course_lib``, the data folder, and this ``grader`` package.
   Nothing else of the machine exists in there: not the course folder (no source notebooks,
   no solutions, no gradebook, no other submissions), not ``$HOME``, not ``/etc/shadow``;
-* **one writable folder**: ``/tmp``, a private in-memory file system of bounded size
-  (``tmp_size``), gone when the process ends;
+* **two writable folders, both bounded**: ``/tmp`` and ``/dev/shm``, private in-memory file
+  systems of bounded size (``tmp_size``, ``shm_size``), gone when the process ends. Everything
+  else is read-only: ``/``, ``/etc``, ``/dev`` and the folders that hide modules too;
+* **no memory beyond its limit through shared memory**: a seccomp filter refuses (``EPERM``)
+  what ``RLIMIT_DATA`` does not count and no grading needs -- System V shared memory, message
+  queues and semaphores (``shmget``, ``shmat``, ``msgget``, ``semget``), ``memfd_create``,
+  ``memfd_secret`` and anonymous shared ``mmap``; ``/dev/zero`` reads zeros but cannot be
+  mapped (it is ``/dev/full``). Files in ``/tmp`` and ``/dev/shm`` may still be shared-mapped:
+  their size is bounded;
+* **only its own environment**: the whole chain (``prlimit``, ``bwrap``, bwrap's init, which
+  is PID 1 inside, and Python) starts from the sandbox's explicit environment, nothing of the
+  driver's (``/proc/1/environ`` would show it);
 * **limits**: CPU seconds and memory (``RLIMIT_CPU``, ``RLIMIT_DATA``), file size, open
   files; the wall-clock limit is enforced by the driver, which kills the whole sandbox;
 * **no privileges**: a user namespace, no capabilities, no further namespaces; when the grader
   runs as root, the sandbox also gets its own cgroup (where the machine has one) that caps the
   number of processes (fork bombs) and its total memory; otherwise ``RLIMIT_NPROC`` caps them.
+  None of the bounds above depends on that cgroup.
 
 Modules listed in ``hidden`` are replaced by :mod:`grader.hidden_module`, which raises
 ``ImportError`` (used to keep the reference implementation of the exercise out of reach).
+
+Needs ``bwrap`` (0.8 or newer), ``prlimit``, and, in the Python that builds the command line
+(the grader venv), :mod:`pyseccomp` over the system's ``libseccomp.so.2``; x86_64 or aarch64.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +61,7 @@ class Limits:
     cpu_seconds: int = 120              # CPU time per process (RLIMIT_CPU)
     memory: int = 3 << 30               # bytes of data memory per process (RLIMIT_DATA)
     tmp_size: int = 256 << 20           # bytes of the private /tmp
+    shm_size: int = 64 << 20            # bytes of the private /dev/shm (POSIX shared memory)
     file_size: int = 64 << 20           # largest file it may write (RLIMIT_FSIZE)
     open_files: int = 256
     processes: int = 256                # processes and threads (a cgroup as root, else RLIMIT_NPROC)
@@ -124,13 +142,84 @@ def _parents(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+# What the seccomp filter refuses (EPERM): memory that RLIMIT_DATA does not count and that no
+# grading needs. System V IPC objects stay (in the sandbox's IPC namespace) after the process that
+# made them and hold memory no rlimit counts (shmget of any size; msgget and semget, up to 32000
+# queues or sets each); memfd_create and memfd_secret make anonymous files of any size. Files in
+# /tmp and /dev/shm (shm_open, multiprocessing's shared memory) still work, within those sizes.
+_REFUSED_SYSCALLS = ("shmget", "shmat", "msgget", "semget", "memfd_create")
+_REFUSED_IF_KNOWN = ("memfd_secret",)         # newer than some libseccomp releases
+# mmap(..., flags, ...) with MAP_SHARED (or MAP_SHARED_VALIDATE) and MAP_ANONYMOUS: anonymous
+# shared memory (shmem) that RLIMIT_DATA does not count. Same values on x86_64 and aarch64.
+_MAP_SHARED, _MAP_ANONYMOUS = 0x01, 0x20
+_SECCOMP_ARCHES = ("x86_64", "aarch64")       # where mmap's flags are its 4th argument (tested)
+
+# Run by the course's Python (trusted, outside the sandbox, isolated: no site, no PYTHON*
+# variables) between `env -i` and prlimit: puts the seccomp filter (argv[1], hex) into a pipe and
+# hands its read end to bwrap as argv[3 + int(argv[2])] (`--seccomp FD`). The kernel picks the
+# descriptor, so it cannot clash with those the caller passes in; callers need not pass one.
+_FEED_SECCOMP = r"""
+import os, sys
+bpf, at, cmd = bytes.fromhex(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+r, w = os.pipe()
+os.write(w, bpf)
+os.close(w)
+os.set_inheritable(r, True)
+cmd[at] = str(r)
+os.execv(cmd[0], cmd)
+"""
+
+
+@lru_cache(maxsize=None)
+def seccomp_filter() -> bytes:
+    """The sandbox's seccomp filter as a BPF program (built with libseccomp, through pyseccomp)."""
+    machine = platform.machine()
+    if machine not in _SECCOMP_ARCHES:
+        raise SandboxUnavailable(f"the sandbox's seccomp filter is written for {' and '.join(_SECCOMP_ARCHES)}, "
+                                 f"not {machine}")
+    try:
+        import pyseccomp as seccomp
+    except (ImportError, RuntimeError, OSError) as e:  # RuntimeError: pyseccomp finds no libseccomp
+        raise SandboxUnavailable(
+            f"the sandbox's seccomp filter needs pyseccomp and libseccomp ({type(e).__name__}: {e}): run "
+            f"`make grader-setup` (pyseccomp is in requirements-grader.txt) and, if libseccomp.so.2 is "
+            f"missing, `apt-get install libseccomp2`") from e
+    refuse = seccomp.ERRNO(errno.EPERM)
+    f = seccomp.SyscallFilter(seccomp.ALLOW)   # anything else: allowed; another architecture: killed
+    for name in _REFUSED_SYSCALLS + _REFUSED_IF_KNOWN:
+        if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) < 0:
+            if name in _REFUSED_IF_KNOWN:
+                continue
+            raise SandboxUnavailable(f"this libseccomp does not know the system call {name}")
+        f.add_rule(refuse, name)
+    shared_anon = _MAP_SHARED | _MAP_ANONYMOUS
+    f.add_rule(refuse, "mmap", seccomp.Arg(3, seccomp.MASKED_EQ, shared_anon, shared_anon))
+    with tempfile.TemporaryFile() as t:
+        f.export_bpf(t)
+        t.seek(0)
+        bpf = t.read()
+    if not bpf or len(bpf) % 8 or len(bpf) > 4096:
+        raise SandboxUnavailable(f"libseccomp made a seccomp filter of {len(bpf)} bytes")
+    return bpf
+
+
 def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[str, ...] = (),
                fds: tuple[int, ...] = (), env: dict | None = None) -> list[str]:
-    """The full command line: ``[prlimit ...] bwrap ... -- python argv``."""
+    """The full command line: ``env -i ENV python -I -S -c FEED ... prlimit ... -- bwrap ... -- python argv``.
+
+    ``env -i ENV``: the whole chain starts from the sandbox's own environment (``--clearenv``
+    alone would not do: bwrap's init, PID 1 inside, keeps the environment bwrap started with).
+    The few lines of Python after it hand the seccomp filter to bwrap through a pipe of their
+    own. So the command needs nothing from the caller: no environment, no descriptor.
+    """
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed: `sudo apt-get install bubblewrap` "
                                  "(or run `make grader-setup`, which installs it when run as root)")
+    env_bin = shutil.which("env", path="/usr/bin:/bin")
+    if env_bin is None:
+        raise SandboxUnavailable("env (from coreutils) is needed to start the sandbox with a clean environment")
+    bpf = seccomp_filter()
     as_root = os.geteuid() == 0
     cmd: list[str] = []
     prlimit = shutil.which("prlimit")
@@ -161,10 +250,13 @@ def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[
               "/etc/nsswitch.conf"):
         if os.path.exists(f):
             cmd += ["--ro-bind", f, f]
-    if not _supports(bwrap, "--size"):
+    if not _supports(bwrap, "--size") or not _supports(bwrap, "--remount-ro"):
         raise SandboxUnavailable("this bubblewrap is too old (it cannot bound the size of /tmp): 0.8 or newer "
                                  "is needed")
-    cmd += ["--proc", "/proc", "--dev", "/dev",
+    # /dev: bwrap's minimal one, its /dev/zero swapped for /dev/full (reads zeros, cannot be mmap'ed:
+    # a shared mapping of /dev/zero is anonymous shared memory); the writable places, sized
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/full", "/dev/zero",
+            "--perms", "1777", "--size", str(limits.shm_size), "--tmpfs", "/dev/shm",
             "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
     # Python, the course's packages, the data, and this package -- read-only
     made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
@@ -180,13 +272,17 @@ def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[
         path = info.modules.get(name)
         if not path:
             continue
-        if os.path.isdir(path):
-            cmd += ["--perms", "0555", "--tmpfs", path, "--ro-bind", stub, os.path.join(path, "__init__.py")]
+        if os.path.isdir(path):  # (a tmpfs owned by the sandbox's user: read-only, or it could chmod and fill it)
+            cmd += ["--perms", "0555", "--tmpfs", path, "--ro-bind", stub, os.path.join(path, "__init__.py"),
+                    "--remount-ro", path]
         else:
             cmd += ["--ro-bind", stub, path]
             cached = os.path.join(os.path.dirname(path), "__pycache__")
             if os.path.isdir(cached):
-                cmd += ["--perms", "0555", "--tmpfs", cached]
+                cmd += ["--perms", "0555", "--tmpfs", cached, "--remount-ro", cached]
+    # last: the tmpfs of bwrap's / (with /etc and the folders made above) and of /dev, read-only
+    # (their mounts only: /tmp, /dev/shm, /proc and the binds keep their own flags)
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
     base_env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
         "PYTHONPATH": str(EXERCISES_DIR), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
@@ -200,11 +296,17 @@ def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[
     if mirror and os.path.isdir(mirror):
         base_env["COURSE_DATA_MIRROR"] = os.path.realpath(mirror)
     base_env.update(env or {})
+    for k, v in base_env.items():
+        if not k or "=" in k or "\0" in k + str(v):
+            raise ValueError(f"not an environment variable: {k!r}={v!r}")
     cmd += ["--clearenv"]
     for k, v in base_env.items():
         cmd += ["--setenv", k, v]
+    cmd += ["--seccomp", "FD"]
+    at = len(cmd) - 1           # the feeder puts the pipe's descriptor there
     cmd += ["--chdir", "/tmp", "--"]
-    return cmd + [info.executable] + list(argv)
+    feed = [info.executable, "-I", "-S", "-c", _FEED_SECCOMP, bpf.hex(), str(at)]
+    return [env_bin, "-i"] + [f"{k}={v}" for k, v in base_env.items()] + feed + cmd + [info.executable] + list(argv)
 
 
 @lru_cache(maxsize=None)
@@ -240,7 +342,7 @@ class Cgroup:
             return
         Cgroup._count += 1
         name = f"nbgrader-sandbox-{os.getpid()}-{Cgroup._count}"
-        memory = limits.memory + limits.tmp_size + (1 << 30)
+        memory = limits.memory + limits.tmp_size + limits.shm_size + (1 << 30)
         v2 = Path("/sys/fs/cgroup")
         controllers = (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []
         if controllers:
