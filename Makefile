@@ -49,7 +49,10 @@ clean:
 #   make release        exercises/source/ -> exercises/release/ (no solutions, no hidden tests)
 #   make autograde      grade exercises/submitted/<student>/<exercise>/<exercise>.ipynb, each
 #                       in a sandbox; SUBMISSIONS=<folder> copies such a folder in first
-#                       (regular files only, never through a link: python -m grader collect)
+#                       (regular files only, never through a link: python -m grader collect);
+#                       unsafe ids go to exercises/refused/ (python -m grader scrub), and a
+#                       submission nbgrader fails on is graded as empty, with the reason
+#                       (python -m grader autograde)
 #   make grades         exercises/grades.csv and exercises/feedback/<student>/<exercise>/*.html
 
 GRADER_VENV  := exercises/.venv-grader
@@ -83,7 +86,7 @@ endif
 	cd exercises && $(GRADER_BIN)/python -m grader scrub
 	@ls exercises/submitted/*/*/*.ipynb >/dev/null 2>&1 || { echo "nothing to grade in exercises/submitted/"; exit 1; }
 	$(NBGRADER) generate_assignment "*" --force --CourseDirectory.release_directory=.release-check
-	$(NBGRADER) autograde "*" $(AUTOGRADE_ARGS)
+	cd exercises && PATH="$(GRADER_BIN):$$PATH" OMP_NUM_THREADS=1 $(GRADER_BIN)/python -m grader autograde "*" $(AUTOGRADE_ARGS)
 
 grades: grader-setup
 	$(NBGRADER) export --to grades.csv

@@ -18,8 +18,8 @@ When an exercise is graded, the test cells run in a separate process from the st
 code; the student's functions there are stand-ins that forward each call (see
 ``exercises/grader``): arguments travel pickled, so models passed to them must be instances
 of importable classes (torch's, course_lib's, :class:`FeatureNet`), not classes defined in a
-cell. :func:`check_no_side_effects` then asks the student's process for the report instead of
-computing it here.
+cell. :func:`check_no_side_effects` then asks the student's process only for the *state* of the
+arguments after the call (plain data, :func:`state`) and judges it here (:func:`changes`).
 """
 from __future__ import annotations
 
@@ -132,62 +132,91 @@ def _hooks(model: nn.Module) -> int:
     return n
 
 
-def _structure(model: nn.Module) -> list:
-    return [(name, type(m).__name__, getattr(m, "inplace", None), m.training) for name, m in model.named_modules()]
+def _digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and values (equal digests: ``torch.equal`` tensors)."""
+    import hashlib
+
+    t = t.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{t.dtype} {tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
-def snapshot(args, kwargs) -> dict:
-    """What :func:`compare` needs to tell what a call changed in its arguments."""
-    snap = {}
+def state(args, kwargs) -> list:
+    """What a call could change in its arguments, as plain data (lists, strings, numbers, bools).
+
+    For each tensor argument: a digest of its values and its ``requires_grad``; for each model:
+    every submodule's name, type, in-place flag and mode, the number of hooks, per parameter
+    whether ``.grad`` is empty and ``requires_grad``, and a digest of every weight. Plain data,
+    so that the state seen in the student's process can be sent back and judged elsewhere.
+    """
+    out = []
     for key, v in list(enumerate(args)) + list(kwargs.items()):
         if isinstance(v, torch.Tensor):
-            snap[key] = ("tensor", v.detach().clone(), v.requires_grad)
+            out.append([key, "tensor", _digest(v), bool(v.requires_grad)])
         elif isinstance(v, nn.Module):
-            snap[key] = ("module", v.training, _hooks(v),
-                         [(p.grad is None, p.requires_grad) for p in v.parameters()],
-                         {k: t.detach().clone() for k, t in v.state_dict().items()}, _structure(v))
-    return snap
+            out.append([key, "module", bool(v.training), _hooks(v),
+                        [[p.grad is None, bool(p.requires_grad)] for p in v.parameters()],
+                        [[k, _digest(t)] for k, t in v.state_dict().items()],
+                        [[name, type(m).__name__, getattr(m, "inplace", None), bool(m.training)]
+                         for name, m in v.named_modules()]])
+    return out
 
 
-def compare(snap: dict, args, kwargs) -> list[str]:
-    """The changes since :func:`snapshot`, as sentences (empty list: nothing changed)."""
+def changes(before: list, after) -> list[str]:
+    """What differs between two :func:`state` s, as sentences (empty list: nothing changed).
+
+    ``before`` is trusted; ``after`` may come from elsewhere (the student's process) and is
+    checked for form first: anything that is not a state of the same arguments is a change.
+    """
+    if not isinstance(after, list) or len(after) != len(before):
+        return ["the state of the arguments after the call could not be read"]
     problems = []
-    values = dict(list(enumerate(args)) + list(kwargs.items()))
-    for key, s in snap.items():
-        v = values[key]
+    for b, a in zip(before, after):
+        key = b[0]
         what = f"argument {key + 1}" if isinstance(key, int) else f"argument {key}="
-        if s[0] == "tensor":
-            if v.shape != s[1].shape or not torch.equal(v.detach(), s[1]):
+        if not isinstance(a, list) or len(a) != len(b) or a[:2] != b[:2]:
+            problems.append(f"{what}: its state after the call could not be read")
+        elif b[1] == "tensor":
+            if a[2] != b[2]:
                 problems.append(f"{what} (a tensor) was modified in place")
-            if v.requires_grad != s[2]:
-                problems.append(f"{what} (a tensor) had its requires_grad changed to {v.requires_grad}")
+            if a[3] != b[3]:
+                problems.append(f"{what} (a tensor) had its requires_grad changed to {bool(a[3])}")
         else:
-            if v.training != s[1]:
-                problems.append(f"{what} (the model) was left in {'training' if v.training else 'eval'} mode")
-            if _hooks(v) != s[2]:
-                problems.append(f"{what} (the model) has {_hooks(v) - s[2]} hook(s) left registered")
-            grads = [(p.grad is None, p.requires_grad) for p in v.parameters()]
-            if any(g[0] != h[0] for g, h in zip(grads, s[3])):
+            _, _, training, hooks, params, weights, layers = b
+            if a[2] != training:
+                problems.append(f"{what} (the model) was left in {'training' if a[2] else 'eval'} mode")
+            if a[3] != hooks:
+                n = a[3] - hooks if isinstance(a[3], int) else "some"
+                problems.append(f"{what} (the model) has {n} hook(s) left registered")
+            same_length = isinstance(a[4], list) and len(a[4]) == len(params)
+            if not same_length or any(x[0] != y[0] for x, y in zip(a[4], params)):
                 problems.append(f"{what} (the model): the .grad of some parameters was filled")
-            if any(g[1] != h[1] for g, h in zip(grads, s[3])):
+            if not same_length or any(x[1] != y[1] for x, y in zip(a[4], params)):
                 problems.append(f"{what} (the model): requires_grad of some parameters was changed")
-            if _structure(v) != s[5]:
+            if a[6] != layers:
                 problems.append(f"{what} (the model): its layers (their types, in-place flags or modes) were "
                                 f"changed and not put back")
-            sd = v.state_dict()
-            if set(sd) != set(s[4]) or any(not torch.equal(sd[k].detach(), s[4][k]) for k in s[4]):
+            if a[5] != weights:
                 problems.append(f"{what} (the model): its weights were changed")
     return problems
 
 
 def call_with_report(fn, args, kwargs):
-    """``(fn(*args, **kwargs), changes)`` where ``changes`` lists what the call changed in its arguments."""
+    """``(fn(*args, **kwargs), problems)``: ``problems`` lists what the call changed in its arguments.
+
+    The state before the call is taken here; when ``fn`` is a student's function being graded
+    (it runs in another process), that process sends back the state after the call as data,
+    and the judgement is made here, not there.
+    """
+    before = state(args, kwargs)
     remote = getattr(fn, "__grading_call__", None)
-    if remote is not None:  # graded: the function runs in the student's process, which reports
-        return remote(args, kwargs, report=True)
-    snap = snapshot(args, kwargs)
-    result = fn(*args, **kwargs)
-    return result, compare(snap, args, kwargs)
+    if remote is not None:
+        result, after = remote(args, kwargs, report=True)
+    else:
+        result = fn(*args, **kwargs)
+        after = state(args, kwargs)
+    return result, changes(before, after)
 
 
 def check_no_side_effects(fn, *args, **kwargs):

@@ -7,8 +7,15 @@
     python -m grader collect FOLDER [DEST]      copy submissions (<student>/<exercise>/<files>) into
                                                 DEST (default: exercises/submitted): regular files
                                                 only, never through a link; prints what was refused.
-    python -m grader scrub [FOLDER]             remove links and special files under FOLDER
-                                                (default: exercises/submitted) before grading.
+    python -m grader scrub [FOLDER]             before grading FOLDER (default: exercises/submitted):
+                                                remove links and special files, move folders with
+                                                unsafe ids into refused/, set aside unreadable
+                                                timestamps (with a note for the feedback).
+    python -m grader autograde ASSIGNMENT [nbgrader options]
+                                                scrub, nbgrader autograde, then check that every
+                                                submission has a grade; one nbgrader failed on is
+                                                set aside and graded as an empty notebook, with
+                                                the reason in its feedback (exit 1 if any is left).
 
 ``nbgrader validate`` itself always exits 0; this exits 1 when a notebook does not validate,
 and prints the failing cells. ``--json`` prints the Validator's result dictionaries instead.
@@ -77,6 +84,217 @@ def _report(command: str, run) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- autograde
+
+_STUDENT_KEYS = ("--student", "--CourseDirectory.student_id")
+_ASSIGNMENT_KEYS = ("--assignment", "--CourseDirectory.assignment_id")
+_EXCLUDE_KEY = "--CourseDirectory.student_id_exclude"
+_EMPTY_NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode() + b"\n"
+
+
+def _split_args(args):
+    """``nbgrader autograde`` arguments as (assignment, student pattern, excluded ids, course root, the rest).
+    Options take their value as ``--Class.trait=value`` (or ``--student X``)."""
+    assignment, student, exclude, root, rest = None, "*", set(), None, []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg.partition("=")
+        if key in _STUDENT_KEYS + _ASSIGNMENT_KEYS + (_EXCLUDE_KEY, "--CourseDirectory.root"):
+            if not eq and i + 1 < len(args):
+                i, value = i + 1, args[i + 1]
+            if key in _STUDENT_KEYS:
+                student = value
+            elif key in _ASSIGNMENT_KEYS:
+                assignment = value
+            elif key == _EXCLUDE_KEY:
+                exclude |= {s for s in value.split(",") if s}
+                rest.append(f"{key}={value}")
+            else:
+                root = value
+                rest.append(f"{key}={value}")
+        elif not arg.startswith("-") and assignment is None:
+            assignment = arg
+        else:
+            rest.append(arg)
+        i += 1
+    root = Path(root or os.environ.get("COURSE_EXERCISES_ROOT") or HERE.parent).absolute()
+    return assignment, student, exclude, root, rest
+
+
+def _submissions(root: Path, assignment: str, student: str, exclude) -> dict[tuple[str, str], list[str]]:
+    """{(student, exercise): the exercise's notebooks} for every safe submission folder nbgrader will grade."""
+    from fnmatch import fnmatchcase
+
+    from .collect import SAFE_NAME
+
+    sub, found = root / "submitted", {}
+    for s in sorted(os.listdir(sub)) if sub.is_dir() else ():
+        if not SAFE_NAME.match(s) or s in exclude or not fnmatchcase(s, student) or not (sub / s).is_dir():
+            continue
+        for a in sorted(os.listdir(sub / s)):
+            src = root / "source" / a
+            if SAFE_NAME.match(a) and fnmatchcase(a, assignment) and (sub / s / a).is_dir() and src.is_dir():
+                found[(s, a)] = sorted(p.stem for p in src.glob("*.ipynb"))
+    return found
+
+
+def _recorded(root: Path, s: str, a: str, notebooks) -> bool:
+    """Is there a grade for this submission: an autograded notebook for every notebook submitted (nbgrader
+    gives zero to the missing ones itself, but only when at least one was there), and a gradebook entry?"""
+    submitted = [n for n in notebooks if os.path.lexists(root / "submitted" / s / a / f"{n}.ipynb")]
+    if not submitted or not all((root / "autograded" / s / a / f"{n}.ipynb").is_file() for n in submitted):
+        return False
+    try:
+        from nbgrader.api import Gradebook, MissingEntry
+    except ImportError:  # (outside the grader venv: the files are the record)
+        return True
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        try:
+            gb.find_submission(a, s)
+        except MissingEntry:
+            return False
+    return True
+
+
+def _failures(log: str) -> dict[tuple[str, str], str]:
+    """{(student, exercise): the exception} for each submission nbgrader's log says it failed on."""
+    import re
+
+    found = {}
+    for m in re.finditer(r"There was an error processing assignment: (\S+)\n"
+                         r"(?:\[\w+ \| \w+\] )?(Traceback.*\n(?:(?!\[\w+ \| ).*\n?)*)?", log):
+        parts = Path(m.group(1)).parts
+        lines = [ln.strip() for ln in (m.group(2) or "").splitlines() if ln.strip()]
+        found[(parts[-2], parts[-1])] = lines[-1][:300] if lines else "no reason given"
+    for m in re.finditer(r"There was an error processing assignment '([^']*)' for student '([^']*)'", log):
+        found.setdefault((m.group(2), m.group(1)), "no reason given")
+    return found
+
+
+def _run_nbgrader(nbgrader, args) -> tuple[int, str]:
+    """Run nbgrader, echoing its output, and return (exit status, output)."""
+    import subprocess
+
+    print("autograde: running nbgrader", " ".join(args), flush=True)
+    proc = subprocess.Popen([*nbgrader, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    out = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        out.append(line)
+    return proc.wait(), "".join(out)
+
+
+def _regrade(nbgrader, root, pairs, rest, log: list[str]) -> None:
+    """Grade these submissions again (--force), one nbgrader run per exercise, the others excluded."""
+    everyone = sorted(p.name for p in (root / "submitted").iterdir() if p.is_dir())
+    for a in sorted({a for _, a in pairs}):
+        students = sorted(s for s, x in pairs if x == a)
+        select = ([f"--CourseDirectory.student_id={students[0]}"] if len(students) == 1 else
+                  [f"{_EXCLUDE_KEY}={','.join(s for s in everyone if s not in students)}"])
+        rest_a = [r for r in rest if not r.startswith(_EXCLUDE_KEY + "=")] if len(students) > 1 else rest
+        log.append(_run_nbgrader(nbgrader, ["autograde", a, "--force", *rest_a, *select])[1])
+
+
+def autograde(args, nbgrader=None) -> int:
+    """``python -m grader autograde [ASSIGNMENT] [nbgrader autograde options]`` (what ``make autograde`` runs):
+
+    1. ``scrub`` the submissions folder (links, unsafe ids, unreadable timestamps; see :func:`collect.scrub`);
+    2. ``nbgrader autograde`` with these arguments;
+    3. check that every safe submission it was asked to grade has its grade (an autograded notebook
+       and a gradebook entry). Those that do not are graded again on their own (a run that ended
+       early for another student's sake); those that still fail -- nbgrader itself failed on them --
+       are set aside into ``refused/<student>/<exercise>/``, replaced by an empty notebook and graded
+       again, with a note in the feedback saying why: every submission gets a grade and a reason. If
+       even the empty notebook cannot be graded, the problem is not the submission: it is put back,
+       and this exits 1.
+    """
+    from .collect import quarantine, quote, rebind_notes, scrub, set_note, sha256_file
+
+    assignment, student, exclude, root, rest = _split_args(list(args))
+    if not assignment:
+        print("autograde: name the exercise(s) to grade, e.g. \"*\" or ex04_cam", file=sys.stderr)
+        return 2
+    sub = root / "submitted"
+    if sub.is_dir() or sub.is_symlink():
+        try:
+            lines = scrub(sub)
+        except ValueError as err:
+            print(f"autograde: {err}", file=sys.stderr)
+            return 2
+        for line in lines:
+            print(f"scrub: {line}")
+    todo = _submissions(root, assignment, student, exclude)
+    if not todo:
+        print(f"autograde: nothing to grade in {sub} (exercise {assignment!r}, student {student!r})", file=sys.stderr)
+        return 1
+    nbgrader = list(nbgrader or [str(Path(sys.executable).parent / "nbgrader")])
+    select = [f"--CourseDirectory.student_id={student}"] if student != "*" else []
+    status, first = _run_nbgrader(nbgrader, ["autograde", assignment, *rest, *select])
+    logs = [first]
+    missing = [p for p, nbs in todo.items() if not _recorded(root, *p, nbs)]
+    if missing:  # graded again on their own: nbgrader may have stopped early because of another one
+        print(f"autograde: no grade yet for {', '.join('/'.join(p) for p in missing)}: grading again alone")
+        _regrade(nbgrader, root, missing, rest, logs)
+        missing = [p for p in missing if not _recorded(root, *p, todo[p])]
+    failures = {}
+    for log in logs:
+        failures.update(_failures(log))
+    if len(missing) > 1 and len(missing) == len(todo):  # nothing could be graded: not the submissions' fault
+        print(f"autograde: none of the {len(todo)} submissions could be graded (nbgrader exited with status "
+              f"{status}): a problem on the grading side, see above", file=sys.stderr)
+        return 1
+    set_aside = {}
+    for s, a in missing:
+        folder = sub / s / a
+        present = [n for n in todo[(s, a)] if os.path.lexists(folder / f"{n}.ipynb")]
+        if present:
+            reason = failures.get((s, a), "no reason given")
+            note = (f"The grading program failed on your notebook ({quote(reason, 200)}); your notebook was set "
+                    f"aside for your instructor, and your submission was graded as an empty notebook.")
+        else:
+            others = sorted(p.name for p in folder.iterdir())[:5]
+            reason = f"no {' or '.join(n + '.ipynb' for n in todo[(s, a)])} in it"
+            note = (f"Your submission has no notebook named {', '.join(n + '.ipynb' for n in todo[(s, a)])} "
+                    f"(it has {len(others)} other file(s)); it was graded as an empty notebook.")
+        lines: list[str] = []
+        moved = {n: quarantine(folder / f"{n}.ipynb", root / "refused" / s / a, f"{s}/{a}:",
+                               f"nbgrader failed on it ({reason})", lines) for n in present}
+        for line in lines:
+            print(f"autograde: {line}")
+        hashes = {}
+        for n in todo[(s, a)]:  # (the notes about the original, e.g. its timestamp, stay)
+            hashes[n] = sha256_file(moved[n]) if n in moved else None
+            (folder / f"{n}.ipynb").write_bytes(_EMPTY_NOTEBOOK)
+            rebind_notes(root, s, a, f"{n}.ipynb", hashes[n], sha256_file(folder / f"{n}.ipynb"))
+        set_note(root, s, a, "driver", note,
+                 {f"{n}.ipynb": sha256_file(folder / f"{n}.ipynb") for n in todo[(s, a)]})
+        set_aside[(s, a)] = (moved, hashes)
+    if set_aside:
+        _regrade(nbgrader, root, list(set_aside), rest, logs)
+    failed = []
+    for (s, a), (moved, hashes) in set_aside.items():
+        if _recorded(root, s, a, todo[(s, a)]):
+            print(f"autograde: {s}/{a}: graded as an empty notebook, with the reason in its feedback")
+            continue
+        failed.append((s, a))  # even an empty notebook fails: not the submission's fault; undo
+        set_note(root, s, a, "driver", None)
+        for n in todo[(s, a)]:
+            empty = sub / s / a / f"{n}.ipynb"
+            rebind_notes(root, s, a, f"{n}.ipynb", sha256_file(empty), hashes[n])
+            os.unlink(empty)
+        for n, target in moved.items():
+            os.replace(target, sub / s / a / f"{n}.ipynb")
+            os.unlink(f"{target}.txt")
+        print(f"autograde: {s}/{a}: could not be graded even as an empty notebook (a problem on the grading "
+              f"side); the submission was put back", file=sys.stderr)
+    done = len(todo) - len(failed)
+    print(f"autograde: {done} of {len(todo)} submissions have a grade"
+          + (f" (nbgrader exited with status {status}; see above)" if status and not failed else ""))
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,8 +309,13 @@ def main(argv=None) -> int:
     c = sub.add_parser("collect", help="copy submissions safely (regular files only, no links)")
     c.add_argument("folder", type=Path)
     c.add_argument("dest", type=Path, nargs="?", default=HERE.parent / "submitted")
-    sc = sub.add_parser("scrub", help="remove links and special files from the submissions folder")
+    sc = sub.add_parser("scrub", help="remove links and special files, quarantine unsafe ids, before grading")
     sc.add_argument("folder", type=Path, nargs="?", default=HERE.parent / "submitted")
+    sub.add_parser("autograde", add_help=False,
+                   help="scrub, nbgrader autograde, then make sure every submission has a grade and a reason")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["autograde"]:  # everything after it is nbgrader's
+        return autograde(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "scrub":
         from .collect import scrub

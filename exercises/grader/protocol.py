@@ -2,12 +2,14 @@
 
 Three processes grade one notebook (see ``exercises/README.md``):
 
-* the **driver** (nbgrader, outside any sandbox) starts the two others and collects what they say;
+* the **driver** (nbgrader, outside any sandbox) starts the two others and collects what the
+  test process says;
 * the **student process** (sandbox, untrusted) runs the student's cells, then answers calls
-  to the student's functions;
-* the **test process** (its own sandbox, no student code ever runs in it) runs the pristine
-  test cells; the names of the student's functions are proxies that send each call to the
-  student process and wait, with a deadline, for the answer.
+  to the student's functions; it talks only to the test process;
+* the **test process** (its own sandbox, no student code ever runs in it) forwards the
+  outputs of the student's cells to the driver until the student process is ready, then runs
+  the pristine test cells; the names of the student's functions are proxies that send each
+  call to the student process and wait, with a deadline, for the answer.
 
 Every message is one *frame*: a 4-byte big-endian length, then that many bytes. A frame
 that is larger than the reader allows, or a stream that ends mid-frame, is an error for the

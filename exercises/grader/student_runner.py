@@ -2,18 +2,24 @@
 
 Runs inside its own sandbox (see :mod:`grader.sandbox`). Everything here can be changed by
 the student's code once it runs (it shares this process), so nothing it reports is taken
-on trust: the driver only *displays* the cell outputs it sends, and the test process checks
-every answer itself.
+on trust: its only way out is the pipe to the test process, which checks every frame,
+forwards the cell outputs to the driver only until the student's cells are done, enforces
+the per-cell time limit from outside, and judges every answer itself.
 
-    python -m grader.student_runner REQ_FD RESP_FD OUT_FD
+    python -m grader.student_runner REQ_FD RESP_FD
 
-1. reads the job (JSON frame on stdin): the code cells to run, the time limits;
+1. reads the job (JSON frame on stdin): the code cells to run, the time limits; sends
+   ``{"started": true}`` to the test process (``RESP_FD``) once Python and the libraries
+   are loaded, before any student code has run;
 2. runs each cell in an IPython shell (magics and inline plots work as in Jupyter), each
-   with a time limit, and sends its outputs to the driver (``OUT_FD``);
-3. sends ``READY`` to the test process (``RESP_FD``), then serves calls (``REQ_FD``): each
-   call runs in a forked child process with its own deadline, so a call that loops forever,
-   crashes or exhausts memory costs that call only, and the next call starts afresh from
-   the state after the student's cells.
+   with a time limit, and sends its outputs (one JSON frame per cell) to the test process,
+   which forwards them to the driver;
+3. sends ``READY``, then serves calls (``REQ_FD``): each call runs in a forked child process
+   with its own deadline and no other descriptor than its answer pipe, so a call that loops
+   forever, crashes or exhausts memory costs that call only, and the next call starts afresh
+   from the state after the student's cells. A call that asks for a report also sends back
+   the state of its arguments after the call, as plain data (:func:`course_lib.grading.state`);
+   the test process compares it with the state before, which it took itself.
 """
 from __future__ import annotations
 
@@ -25,10 +31,13 @@ import sys
 import time
 import traceback
 
+from course_lib.grading import state as _state_of_arguments  # bound before any student code runs
+
 from . import protocol
 
 MAX_TEXT = 20_000          # characters of one stream output kept
 MAX_IMAGE = 2 << 20        # bytes of one PNG kept
+MAX_IMAGES = 6 << 20       # bytes of all the PNGs of one cell (a cell's frame must stay under protocol.MAX_JSON)
 
 
 class CellTimeout(KeyboardInterrupt):
@@ -64,6 +73,7 @@ def _outputs(cap, error) -> list[dict]:
     for name, text in (("stdout", cap.stdout), ("stderr", cap.stderr)):
         if text:
             outs.append({"output_type": "stream", "name": name, "text": text[:MAX_TEXT]})
+    images = 0
     for o in cap.outputs[:20]:
         data = {}
         if isinstance(o.data.get("text/plain"), str):
@@ -71,8 +81,9 @@ def _outputs(cap, error) -> list[dict]:
         png = o.data.get("image/png")
         if isinstance(png, bytes):
             png = base64.b64encode(png).decode()
-        if isinstance(png, str) and len(png) <= MAX_IMAGE:
+        if isinstance(png, str) and len(png) <= MAX_IMAGE and images + len(png) <= MAX_IMAGES:
             data["image/png"] = png
+            images += len(png)
         if data:
             outs.append({"output_type": "display_data", "data": data, "metadata": {}})
     if error:
@@ -81,6 +92,7 @@ def _outputs(cap, error) -> list[dict]:
 
 
 def run_cells(shell, cells, cell_timeout: float, out_fd: int) -> None:
+    """Run each cell with its time limit; one frame of outputs per cell on ``out_fd``."""
     from IPython.utils.capture import capture_output
 
     def on_alarm(_sig, _frame):
@@ -127,16 +139,11 @@ def _answer(ns, data: bytes) -> bytes:
                           message=f"your notebook does not define a function called {req['name']!r} "
                                   f"(did its cell run without an error? did you keep its name?)")
         args, kwargs = req["args"], req["kwargs"]
-        if req.get("report"):
-            from course_lib.grading import compare, snapshot
-
-            snap = snapshot(args, kwargs)
-            value = fn(*args, **kwargs)
-            changes = compare(snap, args, kwargs)
-        else:
-            value, changes = fn(*args, **kwargs), []
-        return protocol.dumps({"id": req_id, "ok": True, "value": protocol.encode_value(value),
-                               "changes": [str(c) for c in changes]})
+        value = fn(*args, **kwargs)
+        answer = {"id": req_id, "ok": True, "value": protocol.encode_value(value)}
+        if req.get("report"):  # the state after the call, as data: the test process judges it
+            answer["state"] = protocol.encode_value(_state_of_arguments(args, kwargs))
+        return protocol.dumps(answer)
     except BaseException as e:  # noqa: BLE001 - the student's exception is the answer
         return _error(req_id, e)
 
@@ -177,8 +184,9 @@ def call_in_child(ns, data: bytes, timeout: float) -> bytes:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            for fd in (CHANNEL_FDS or ()):
-                os.close(fd)
+            # nothing but the answer pipe: not the channels, nor any copy the student's cells made
+            os.closerange(3, w)
+            os.closerange(w + 1, MAX_FD)
             signal.setitimer(signal.ITIMER_REAL, 0)
             out = _answer(ns, data)
             view = memoryview(out)
@@ -229,7 +237,7 @@ def call_in_child(ns, data: bytes, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-CHANNEL_FDS: tuple[int, ...] | None = None
+MAX_FD = 4096  # above the sandbox's RLIMIT_NOFILE (256)
 
 
 def serve(ns, req_fd: int, resp_fd: int, call_timeout: float) -> None:
@@ -245,9 +253,7 @@ def serve(ns, req_fd: int, resp_fd: int, call_timeout: float) -> None:
 
 
 def main(argv=None) -> None:
-    global CHANNEL_FDS
-    req_fd, resp_fd, out_fd = (int(a) for a in (argv or sys.argv[1:]))
-    CHANNEL_FDS = (req_fd, resp_fd, out_fd)
+    req_fd, resp_fd = (int(a) for a in (argv or sys.argv[1:]))
     job = protocol.read_json(0)
     os.chdir(job.get("cwd") or os.getcwd())
     # the heavy libraries are loaded before the student's cells, so that the per-cell time limit
@@ -258,12 +264,8 @@ def main(argv=None) -> None:
         except Exception:  # noqa: BLE001 - the cell that imports it will show the error
             pass
     shell = _make_shell()
-    try:
-        run_cells(shell, job["cells"], float(job["cell_timeout"]), out_fd)
-        protocol.write_json(out_fd, {"ready": True})
-    finally:
-        os.close(out_fd)
-        CHANNEL_FDS = (req_fd, resp_fd)
+    protocol.write_json(resp_fd, {"started": True})
+    run_cells(shell, job["cells"], float(job["cell_timeout"]), resp_fd)
     protocol.write_frame(resp_fd, protocol.READY)
     serve(shell.user_ns, req_fd, resp_fd, float(job["call_timeout"]))
 

@@ -4,16 +4,28 @@
 
 Reads the job (JSON frame on stdin): the test cells (sources taken from the instructor's
 source notebook, hidden tests included), the names of the functions the student had to
-write, and the time limits. Each of those names is bound to a :class:`Proxy` that sends
-the call's arguments to the student process and waits for the answer, which is loaded as
-plain data (``torch.load(weights_only=True)``): whatever the student's code did to its own
-process (patched ``torch.allclose``, an IPython input transformer that empties cells, a
-redefined test helper...) cannot reach the asserts that run here.
+write, the ids of the student's cells, and the time limits. Each of those names is bound
+to a :class:`Proxy` that sends the call's arguments to the student process and waits for
+the answer, which is loaded as plain data (``torch.load(weights_only=True)``): whatever the
+student's code did to its own process (patched ``torch.allclose``, an IPython input
+transformer that empties cells, a redefined test helper...) cannot reach the asserts that
+run here. Judgements are made here too: :func:`course_lib.grading.check_no_side_effects`
+takes the state of the arguments before the call itself and compares it with the state
+the student process sends back as data.
+
+The student process can only talk to this process. Until it is ready, it sends one frame
+of outputs per cell; they are forwarded to the driver (``OUT_FD``) as the student's outputs,
+and each must come within the per-cell time limit (plus a little), so a cell that ignores
+the interrupt is stopped from here. After ``READY``, only answers are accepted, and the
+arguments of calls are sent only then: nothing the student's code learns from them can
+reach the feedback as outputs. In the feedback of *hidden* tests, an exception raised by
+the student's function shows only its type, and the numbers in failure messages are
+masked, so that hidden inputs cannot be read back from it.
 
 Each test cell runs like a notebook cell (its last expression is its result, so a cell can
 award partial credit nbgrader-style by ending with a number). Its outputs go to the driver
-(``OUT_FD``) as nbformat outputs; an exception becomes an ``error`` output, which nbgrader
-grades as zero for that cell. Warnings are printed to stdout: only a failing test costs points.
+as nbformat outputs; an exception becomes an ``error`` output, which nbgrader grades as zero
+for that cell. Warnings are printed to stdout: only a failing test costs points.
 """
 from __future__ import annotations
 
@@ -21,7 +33,9 @@ import ast
 import builtins
 import contextlib
 import io
+import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -55,48 +69,100 @@ def _rebuild(error: dict, name: str) -> BaseException:
     else:
         exc = StudentError(f"{kind}: {text}")
     low = message.lower()
-    if kind == "MemoryError" or ("alloc" in low and "memory" in low):
+    memory = kind == "MemoryError" or ("alloc" in low and "memory" in low)
+    if memory:
         exc.args = (f"{exc.args[0] if exc.args else ''}\n[the grading sandbox limits memory; this call ran out of it]",)
+    # what a hidden test may show of it: the type, if it is a built-in one, and fixed words only
+    shown = kind if cls is not None and isinstance(cls, type) and issubclass(cls, BaseException) else "an exception"
+    exc.student_summary = (f"your function {name}() raised {shown}" + (" (it ran out of the sandbox's memory)"
+                                                                        if memory else ""))
     return exc
 
 
 class Remote:
     """The channel to the student process."""
 
-    def __init__(self, resp_fd: int, req_fd: int, setup_timeout: float, call_timeout: float):
+    GRACE = 5.0   # seconds a cell's outputs may take to arrive after its own time limit
+
+    def __init__(self, resp_fd: int, req_fd: int, setup_timeout: float, call_timeout: float,
+                 cells=(), cell_timeout: float = 30.0, forward=None):
         self.resp_fd, self.req_fd = resp_fd, req_fd
         self.setup_timeout, self.call_timeout = setup_timeout, call_timeout
+        self.cells, self.cell_timeout = list(cells), cell_timeout
+        self.forward = forward or (lambda message: None)
         self.ready = False
         self.broken: str | None = None
         self.timed_out: set[str] = set()
         self.started = time.monotonic()
 
+    def _frame_before_ready(self, deadline: float) -> bytes:
+        return protocol.read_frame(self.resp_fd, protocol.MAX_JSON, min(deadline, self.started + self.setup_timeout))
+
     def _wait_ready(self) -> None:
-        if self.ready:
+        """Read the student process's frames up to ``READY``: the start, then one frame of outputs per
+        cell, each within the per-cell limit; forward the outputs. Sets :attr:`broken` on failure."""
+        if self.ready or self.broken:
+            if self.broken:
+                raise GradingError(self.broken)
             return
-        deadline = self.started + self.setup_timeout
+        overall = self.started + self.setup_timeout
+        stage = "start"
         try:
-            frame = protocol.read_frame(self.resp_fd, 64, deadline)
+            frame = self._frame_before_ready(overall)
+            if frame == protocol.READY or _json(frame).get("started") is not True:
+                raise protocol.ProtocolError("it did not start as expected")
+            done = 0
+            while True:
+                stage = self.cells[done] if done < len(self.cells) else "ready"
+                frame = self._frame_before_ready(time.monotonic() + self.cell_timeout + self.GRACE)
+                if frame == protocol.READY:
+                    self.ready = True
+                    return
+                if done == len(self.cells):
+                    raise protocol.ProtocolError("it sent more cell outputs than it has cells")
+                message = _json(frame)
+                outputs, seconds = message.get("outputs"), message.get("seconds")
+                self.forward({"student_cell": self.cells[done],
+                              "outputs": outputs if _flat_outputs(outputs) else [],
+                              "seconds": seconds if isinstance(seconds, (int, float)) else None})
+                done += 1
         except protocol.Deadline:
-            self.broken = (f"your notebook's cells did not finish running within {self.setup_timeout:g} s "
-                           f"(the time limit for running the notebook), so your functions could not be tested")
-        except (EOFError, protocol.ProtocolError, OSError):
-            self.broken = ("your notebook stopped before all its cells had run (it crashed or was killed, "
-                           "e.g. by the memory limit), so your functions could not be tested")
-        else:
-            if frame == protocol.READY:
-                self.ready = True
+            if time.monotonic() >= overall - 0.01:
+                self.broken = (f"your notebook's cells did not finish running within {self.setup_timeout:g} s "
+                               f"(the time limit for running the notebook), so your functions could not be tested")
+            elif stage in ("start", "ready"):
+                self.broken = ("your notebook's cells did not finish running within the time limits: the process "
+                               "running them stopped responding after your last cell, so your functions could "
+                               "not be tested")
             else:
-                self.broken = "your notebook's process sent garbage instead of getting ready"
-        if self.broken:
-            raise GradingError(self.broken)
+                self.broken = (f"your notebook's cells did not finish running within the time limits: a cell ran "
+                               f"past its limit of {self.cell_timeout:g} s and did not stop when interrupted (does it "
+                               f"catch every exception, or change signal handlers?), so your functions could not "
+                               f"be tested")
+                self.forward({"stuck_cell": stage})
+        except (EOFError, protocol.ProtocolError, OSError) as e:
+            self.broken = ("your notebook stopped before all its cells had run (it crashed or was killed, "
+                           "e.g. by the memory limit), so your functions could not be tested"
+                           if isinstance(e, (EOFError, OSError)) else
+                           f"the process running your notebook broke the grading protocol ({e}), so your "
+                           f"functions could not be tested")
+        raise GradingError(self.broken)
+
+    def finish(self) -> None:
+        """Wait (within the limits) for the student's cells to end, so their outputs reach the driver."""
+        try:
+            self._wait_ready()
+        except GradingError:
+            pass
 
     def call(self, name: str, args, kwargs, report: bool = False):
         if self.broken:
             raise GradingError(self.broken)
         if name in self.timed_out:
-            raise TimeoutError(f"{name}() was not called again: an earlier call did not return within "
+            exc = TimeoutError(f"{name}() was not called again: an earlier call did not return within "
                                f"{self.call_timeout:g} s (the time limit per call)")
+            exc.trusted = True
+            raise exc
         self._wait_ready()
         req_id = secrets.token_hex(8)
         request = protocol.dumps({"id": req_id, "name": name, "args": tuple(args), "kwargs": dict(kwargs),
@@ -111,18 +177,19 @@ class Remote:
                 raise protocol.ProtocolError("an answer to another question")
         except (protocol.Deadline, EOFError, OSError, protocol.ProtocolError) as e:
             self.broken = (f"the process running your code stopped answering during a call to {name}() "
-                           f"({type(e).__name__}: {e})")
+                           f"({type(e).__name__})")
             raise GradingError(self.broken) from None
         if not answer.get("ok"):
             error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
             if error.get("type") == "TimeoutError":
                 self.timed_out.add(name)
             raise _rebuild(error, name)
-        value = protocol.decode_value(answer.get("value"))
-        if report:
-            changes = answer.get("changes")
-            changes = [str(c) for c in changes] if isinstance(changes, list) else ["(no report)"]
-            return value, changes
+        try:
+            value = protocol.decode_value(answer.get("value"))
+            if report:
+                return value, protocol.decode_value(answer.get("state"))
+        except protocol.ProtocolError as e:
+            raise StudentError(f"{name}() returned something that cannot be graded ({e})") from None
         return value
 
 
@@ -143,10 +210,37 @@ class Proxy:
         return f"<your function {self.__name__}>"
 
 
-def _error_output(exc: BaseException, filename: str) -> dict:
-    """The exception and the line number in the test cell, but no code (hidden tests stay hidden)."""
+def hidden_lines(source: str) -> set[int]:
+    """Line numbers (1-based) of a test cell that lie in its hidden-tests region."""
+    lines, hidden = set(), False
+    for n, line in enumerate(source.split("\n"), 1):
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif hidden:
+            lines.add(n)
+    return lines
+
+
+def _error_output(exc: BaseException, filename: str, hidden: set[int] = frozenset()) -> dict:
+    """The exception and the line number in the test cell, but no code (hidden tests stay hidden).
+
+    In a hidden test, the student's own exception shows only its (built-in) type, and the
+    digits of other messages that quote the answer (failed checks) are masked: what the
+    feedback says cannot carry the hidden inputs back to the student. Messages this process
+    makes up alone (the grading stopped, a call timed out) are shown as they are."""
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    where = f"(line {lines[-1]} of the test cell)\n" if lines else ""
+    line = lines[-1] if lines else None
+    trusted = isinstance(exc, GradingError) or getattr(exc, "trusted", False)   # said by this process alone
+    if line is not None and line in hidden and not trusted:
+        summary = getattr(exc, "student_summary", None)
+        message = (f"{summary} (in a hidden test, the message of your own exception is not shown: "
+                   f"try your function on other sizes, layers and targets)" if summary
+                   else re.sub(r"[0-9]", "#", str(exc))[:2000] + "\n(in a hidden test, numbers are masked)")
+        text = f"(line {line} of the test cell, a hidden test)\n{type(exc).__name__}: {message}\n"
+        return {"output_type": "error", "ename": type(exc).__name__, "evalue": message, "traceback": [text]}
+    where = f"(line {line} of the test cell)\n" if line is not None else ""
     text = where + "".join(traceback.format_exception_only(type(exc), exc))
     return {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc)[:MAX_TEXT],
             "traceback": [text[-MAX_TEXT:]]}
@@ -172,7 +266,7 @@ def run_cell(source: str, ns: dict, filename: str) -> list[dict]:
     except BaseException as e:  # noqa: BLE001 - a failing test is this cell's result
         if out.getvalue():
             outputs.append({"output_type": "stream", "name": "stdout", "text": out.getvalue()[:MAX_TEXT]})
-        outputs.append(_error_output(e, filename))
+        outputs.append(_error_output(e, filename, hidden_lines(source)))
         return outputs
     if out.getvalue():
         outputs.append({"output_type": "stream", "name": "stdout", "text": out.getvalue()[:MAX_TEXT]})
@@ -182,10 +276,35 @@ def run_cell(source: str, ns: dict, filename: str) -> list[dict]:
     return outputs
 
 
+def _json(frame: bytes) -> dict:
+    try:
+        message = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise protocol.ProtocolError(f"not a JSON frame: {type(e).__name__}") from None
+    if not isinstance(message, dict):
+        raise protocol.ProtocolError("not a JSON object")
+    return message
+
+
+def _flat_outputs(outputs) -> bool:
+    """A list of outputs no deeper than nbformat's (dict -> data dict -> strings / list of strings)."""
+    def depth(v, d=0):
+        if d > 4:
+            return False
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and depth(x, d + 1) for k, x in v.items())
+        if isinstance(v, list):
+            return all(depth(x, d + 1) for x in v)
+        return v is None or isinstance(v, (str, int, float, bool))
+    return isinstance(outputs, list) and depth(outputs)
+
+
 def main(argv=None) -> None:
     resp_fd, req_fd, out_fd = (int(a) for a in (argv or sys.argv[1:]))
     job = protocol.read_json(0)
-    remote = Remote(resp_fd, req_fd, float(job["setup_timeout"]), float(job["call_timeout"]))
+    remote = Remote(resp_fd, req_fd, float(job["setup_timeout"]), float(job["call_timeout"]),
+                    cells=job.get("student_cells", ()), cell_timeout=float(job.get("cell_timeout", 30)),
+                    forward=lambda message: protocol.write_json(out_fd, message))
     ns: dict = {"__name__": "__main__", "__builtins__": builtins}
     for name in job["functions"]:
         ns[name] = Proxy(remote, name)
@@ -194,6 +313,7 @@ def main(argv=None) -> None:
         outputs = run_cell(cell["source"], ns, f"<test cell {cell['id']}>")
         protocol.write_json(out_fd, {"cell": cell["id"], "outputs": outputs,
                                      "seconds": round(time.monotonic() - start, 3)})
+    remote.finish()
     protocol.write_json(out_fd, {"done": True, "broken": remote.broken})
     os.close(out_fd)
 

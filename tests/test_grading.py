@@ -1,0 +1,85 @@
+"""course_lib.grading's side-effect check: the state of the arguments as plain data, judged by the caller."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import grading
+from course_lib.grading import call_with_report, changes, check_no_side_effects, random_image, state, tiny_net
+
+
+def _args():
+    net = tiny_net(0, input_size=32)
+    return net, random_image(32, seed=1)
+
+
+def _first_conv(net):
+    return next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
+SIDE_EFFECTS = {
+    "modified in place": lambda net, x: x.mul_(2),
+    "requires_grad changed to True": lambda net, x: x.requires_grad_(True),
+    "left in training mode": lambda net, x: net.train(),
+    "1 hook(s) left registered": lambda net, x: _first_conv(net).register_forward_hook(lambda *a: None),
+    "the .grad of some parameters was filled": lambda net, x: setattr(_first_conv(net).weight, "grad",
+                                                                      torch.zeros_like(_first_conv(net).weight)),
+    "requires_grad of some parameters was changed": lambda net, x: _first_conv(net).weight.requires_grad_(True),
+    "its weights were changed": lambda net, x: _first_conv(net).bias.data.add_(1),
+    "its layers": lambda net, x: setattr(net.features if hasattr(net, "features") else net, "extra", nn.ReLU()),
+}
+
+
+@pytest.mark.parametrize("expected", list(SIDE_EFFECTS))
+def test_each_side_effect_is_found_and_named(expected):
+    net, x = _args()
+    _, problems = call_with_report(SIDE_EFFECTS[expected], (net, x), {})
+    assert len(problems) >= 1 and any(expected in p for p in problems), problems
+    with pytest.raises(AssertionError, match="must leave its arguments as they were"):
+        check_no_side_effects(SIDE_EFFECTS[expected], *_args())
+
+
+def test_a_function_without_side_effects_passes_and_returns_its_result():
+    net, x = _args()
+    before = state((net, x), {})
+    out = check_no_side_effects(lambda m, im: m(im.clone()), net, x)
+    assert out.shape == (1, 10)
+    assert changes(before, state((net, x), {})) == []
+
+
+def test_state_is_plain_data():
+    def plain(v):
+        if isinstance(v, list):
+            return all(plain(i) for i in v)
+        return v is None or isinstance(v, (bool, int, float, str))
+    assert plain(state(_args(), {"k": torch.ones(2)}))
+
+
+@pytest.mark.parametrize("after", ["junk", [], None, [[0, "tensor", "x", False]], [["x"], ["y"]]])
+def test_an_unreadable_state_after_the_call_counts_as_a_change(after):
+    assert changes(state(_args(), {}), after)
+
+
+class _Remote:
+    """Stands for a student's function graded in another process: it sends back the state after the call."""
+
+    __name__ = "remote_fn"
+
+    def __init__(self, effect):
+        self.effect = effect
+
+    def __grading_call__(self, args, kwargs, report=False):
+        theirs = copy.deepcopy(args)                 # "their process" has its own copy of the arguments
+        self.effect(*theirs)
+        return "value", state(theirs, kwargs)
+
+
+def test_a_remote_call_is_judged_by_the_caller_against_its_own_state_before(monkeypatch):
+    # a student's process that patches the helpers changes nothing here: the judgement is made by the caller
+    monkeypatch.setattr(grading, "compare", lambda *a: [], raising=False)
+    net, x = _args()
+    value, problems = call_with_report(_Remote(SIDE_EFFECTS["left in training mode"]), (net, x), {})
+    assert value == "value" and any("training mode" in p for p in problems)
+    assert not net.training                           # the caller's own arguments were never touched
+    assert call_with_report(_Remote(lambda *a: None), (net, x), {})[1] == []
