@@ -42,6 +42,17 @@ HANG_LIMITS = {**LIMITS, "timeout": 16, "cell_timeout": 4}
 def limits(values: dict) -> list[str]:
     return [f"--SandboxedExecute.{k}={v}" for k, v in values.items()]
 
+# exercises 05-08: a small bug in one answer cell (the reference answers elsewhere) and the score it
+# gets: partial credit per task (their reference scores full marks and the untouched release zero:
+# test_source_notebooks_pass_their_own_tests and test_released_notebooks_fail_every_test)
+PARTIALS = {  # exercise -> (answer cell, old, new, score, max score)
+    "ex05_adversarial": ("blur_and_clip", 'b = F.pad(b, (r, r, r, r), mode="reflect")', "b = F.pad(b, (r, r, r, r))",
+                         6, 8),                                                    # zero padding in the blur
+    "ex06_gram": ("style_loss", "1.0 / len(targets)", "1.0", 5, 7),            # default weights not 1/L
+    "ex07_style": ("style_step", "(x.detach() - lr * grad).clamp(0, 1)", "x.detach() - lr * grad", 5, 8),  # no clip
+    "ex08_fast_style": ("upsample_conv", 'mode="reflect"', 'mode="replicate"', 6, 8),  # wrong padding
+}
+
 EXPECTED = {  # student -> (score, max score) of exercise 04
     "reference": 8, "untouched": 0, "partial": 3, "loop": 5, "memory": 3, "tamper": 0, "escape": 0, "hang": 0}
 
@@ -305,6 +316,15 @@ def cycle(tmp_path_factory, grader_ready):
     log += nbgrader(course, "autograde", CAM, "--student=hang", *limits(HANG_LIMITS))
     timings["autograde hang"] = time.monotonic() - t
 
+    for assignment, (gid, bug, fix, _, _) in PARTIALS.items():
+        answers = _answers(nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4))
+        assert bug in answers[gid], f"{assignment}: the partial solution's bug does not apply to {gid}"
+        submit(course, "partial", assignment, {**answers, gid: answers[gid].replace(bug, fix)})
+    if PARTIALS:
+        t = time.monotonic()
+        log += nbgrader(course, "autograde", "*", "--student=partial", *limits(LIMITS))
+        timings["autograde partial 05-08"] = time.monotonic() - t
+
     t = time.monotonic()
     nbgrader(course, "export", f"--to={course / 'grades.csv'}")
     nbgrader(course, "generate_feedback", CAM, "--force")
@@ -347,9 +367,14 @@ def test_release_has_no_solutions_and_no_hidden_tests(cycle):
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
         answers = {_grade_id(c): c for c in release.cells if c.metadata.get("nbgrader", {}).get("solution")}
         assert answers, f"{a} has no answer cells"
-        for gid, solution in _answers(source).items():
+        for cell in source.cells:
+            gid = _grade_id(cell)
+            if not cell.metadata.get("nbgrader", {}).get("solution"):
+                continue
             assert "raise NotImplementedError()" in answers[gid].source
-            body = [ln for ln in solution.splitlines() if ln.strip() and not ln.lstrip().startswith(("def ", "#", '"'))]
+            solutions = re.findall(r"### BEGIN SOLUTION(.*?)### END SOLUTION", cell.source, flags=re.S)
+            body = [ln for part in solutions for ln in part.splitlines()
+                    if ln.strip() and not ln.lstrip().startswith("#")]
             assert not any(ln in answers[gid].source for ln in body), f"{a}/{gid}: solution code in the release"
         hidden = [c for c in source.cells if "BEGIN HIDDEN TESTS" in c.source]
         assert hidden, f"{a} has no hidden tests"
@@ -407,6 +432,16 @@ def test_grades_of_every_fake_submission(cycle):
     assert all(float(r["max_score"]) == 8.0 for r in rows.values())
     seconds = {s: autograded(cycle["course"], s).metadata["grader"]["seconds"] for s in EXPECTED}
     print("\ngrades:", got, "\nseconds per submission:", seconds, "\nphases:", cycle["timings"])
+
+
+def test_partial_solutions_of_exercises_05_to_08_get_partial_credit(cycle):
+    with open(cycle["course"] / "grades.csv") as f:
+        rows = {r["assignment"]: r for r in csv.DictReader(f) if r["student_id"] == "partial"}
+    got = {a: (float(rows[a]["score"]), float(rows[a]["max_score"])) for a in PARTIALS}
+    assert got == {a: (float(p[3]), float(p[4])) for a, p in PARTIALS.items()}
+    assert all(0 < score < top for score, top in got.values())
+    seconds = {a: autograded(cycle["course"], "partial", a).metadata["grader"]["seconds"] for a in PARTIALS}
+    print("\npartial solutions of 05-08:", got, "seconds:", seconds)
 
 
 def test_partial_credit_is_per_task(cycle):

@@ -670,6 +670,7 @@ class SandboxedExecute(NbGraderPreprocessor):
 
         a_job = {"cells": [{"id": str(i), "source": c.source} for i, c in student], "cwd": "/tmp",
                  "preload": ["numpy", "torch", "matplotlib.pyplot", "course_lib.models", "course_lib.imaging"],
+                 "forbid": [str(f) for f in meta.get("forbid", [])],
                  "cell_timeout": self.cell_timeout, "call_timeout": self.call_timeout}
         b_job = {"cells": [{"id": str(i), "source": c.source} for i, c in tests], "functions": functions,
                  "student_cells": [str(i) for i, _ in student], "cell_timeout": self.cell_timeout,

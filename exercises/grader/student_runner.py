@@ -114,6 +114,37 @@ def run_cells(shell, cells, cell_timeout: float, out_fd: int) -> None:
                                      "seconds": round(time.monotonic() - start, 3)})
 
 
+def forbid(dotted: str) -> None:
+    """Replace the function or class ``dotted`` (e.g. ``torch.nn.functional.instance_norm``) by a stub
+    that raises, for this process: what an exercise asks the student to write by hand, where the
+    library cannot be hidden as a whole (``metadata.grader.forbid``). A best effort: the student
+    could reach the original by other paths, which a human reader of the notebook would see."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:-1]:
+                owner = getattr(owner, name)
+        except AttributeError:
+            return
+        if not hasattr(owner, parts[-1]):
+            return
+
+        def stub(*args, **kwargs):
+            raise NotImplementedError(f"{dotted} is not available while this exercise is graded: the exercise "
+                                      f"asks you to write it yourself")
+        try:
+            setattr(owner, parts[-1], stub)
+        except (AttributeError, TypeError):  # a read-only attribute (of a C extension type): left as it is
+            pass
+        return
+
+
 # --------------------------------------------------------------------------- serving calls
 
 def _error(req_id, exc: BaseException | None = None, kind: str = "", message: str = "", tb: str = "") -> bytes:
@@ -263,6 +294,8 @@ def main(argv=None) -> None:
             __import__(name)
         except Exception:  # noqa: BLE001 - the cell that imports it will show the error
             pass
+    for dotted in job.get("forbid", ()):
+        forbid(dotted)
     shell = _make_shell()
     protocol.write_json(resp_fd, {"started": True})
     run_cells(shell, job["cells"], float(job["cell_timeout"]), resp_fd)
