@@ -30,28 +30,19 @@ import torch
 import torch.nn.functional as F
 
 from . import optimize as opt
+from .inputs import check_number, check_pixels, check_targets
 
 
 def _check_eps(eps, name="eps") -> float:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps != eps:
-        raise TypeError(f"{name} must be a number, got {eps!r}")
-    if eps < 0:
-        raise ValueError(f"{name} must be >= 0 (a budget in pixel units, e.g. 4/255), got {eps}")
+    eps = check_number(eps, name, low=0, hint="a budget in pixel units, e.g. 4/255")
     if eps > 1:
         raise ValueError(f"{name} = {eps} is larger than the whole pixel range [0, 1]: did you mean {eps}/255?")
-    return float(eps)
+    return eps
 
 
 def _labels(model, x: torch.Tensor, y, name: str) -> torch.Tensor:
-    n = len(model.class_names)
-    y = torch.as_tensor(y, device=x.device).reshape(-1)
-    if y.numel() == 1 and len(x) > 1:
-        y = y.expand(len(x))
-    if len(y) != len(x):
-        raise ValueError(f"{name}: {len(y)} labels for {len(x)} images")
-    if y.dtype not in (torch.int64, torch.int32) or y.min() < 0 or y.max() >= n:
-        raise ValueError(f"{name} must be class indices 0..{n - 1}, got {y.tolist()[:8]}")
-    return y.long()
+    """One class index per image of ``x`` (:func:`course_lib.inputs.check_targets`), as a tensor."""
+    return torch.tensor(check_targets(y, len(model.class_names), count=len(x), name=name), device=x.device)
 
 
 def cross_entropy(model, y: torch.Tensor, sign: float = 1.0) -> opt.Objective:
@@ -69,7 +60,7 @@ def predict(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def fgsm(model, x: torch.Tensor, y, eps: float) -> torch.Tensor:
     """Untargeted FGSM: ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``; ``y`` = true labels."""
     eps = _check_eps(eps)
-    x = opt.check_pixels(x)
+    x = check_pixels(x, model=model)
     y = _labels(model, x, y, "y")
     return opt.optimize(model, cross_entropy(model, y), opt.PixelImage(x), steps=1, lr=eps, step_rule="sign",
                         projections=[opt.linf_ball(x, eps)], progress=False)
@@ -85,7 +76,7 @@ def pgd(model, x: torch.Tensor, y, eps: float, alpha: float | None = None, steps
     """
     eps = _check_eps(eps)
     alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
-    x = opt.check_pixels(x)
+    x = check_pixels(x, model=model)
     y = _labels(model, x, y, "target" if targeted else "y")
     j = cross_entropy(model, y, sign=-1.0 if targeted else 1.0)
     return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=alpha, step_rule="sign",
@@ -98,7 +89,7 @@ def minimum_perturbation(model, x: torch.Tensor, target, c: float = 0.1, steps: 
     ``x + r`` in ``[0, 1]``, by L-BFGS on the pixels (as in the paper; the box constraint by
     clipping after every step). A larger ``c`` buys a smaller change at the risk of not reaching
     the target (the paper searches for the smallest ``c`` that still succeeds). Returns ``x + r``."""
-    x = opt.check_pixels(x)
+    x = check_pixels(x, model=model)
     t = _labels(model, x, target, "target")
     size_of_r = opt.Objective((), lambda a, img: (img - x).pow(2).flatten(1).sum(1) / len(img), "|r|^2")
     j = cross_entropy(model, t, sign=-1.0) - c * size_of_r
@@ -117,7 +108,7 @@ def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int 
     """
     from tqdm.auto import tqdm
 
-    x = opt.check_pixels(x)
+    x = check_pixels(x, model=model)
     y = _labels(model, x, y, "y")
     pred, _ = predict(model, x)
     keep = pred == y
@@ -152,7 +143,7 @@ def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int =
 
     xi = _check_eps(xi, "xi")
     lr = xi / 10 if lr is None else lr
-    images = opt.check_pixels(images, "images")
+    images = check_pixels(images, "images", model=model)
     labels, _ = predict(model, images)
     g = torch.Generator().manual_seed(seed)
     param = opt.Perturbation(images[:1], shared=True)
@@ -196,7 +187,7 @@ def cached_universal_perturbation(model, images: torch.Tensor, xi: float, epochs
 
 def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, batch_size: int = 100) -> float:
     """The share of ``images`` whose predicted label changes when ``v`` is added (clipped to [0, 1])."""
-    images = opt.check_pixels(images, "images")
+    images = check_pixels(images, "images", model=model)
     changed = 0
     for s in range(0, len(images), batch_size):
         xb = images[s:s + batch_size]

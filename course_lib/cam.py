@@ -20,29 +20,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import eval_mode, get_layer, lecture_names, record_activations
+from .inputs import check_image, check_int, check_target
+from .models import eval_mode, lecture_names, record_activations
 
 
 class CAMNotApplicableError(ValueError):
-    """The model does not end in global average pooling + one linear layer."""
+    """The model's class scores are not one linear layer applied to globally average-pooled maps."""
 
 
 # --------------------------------------------------------------------------- small helpers
 
-def _check_image(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected one preprocessed RGB image of shape [1, 3, H, W], got {shape} "
-                         f"(use course_lib.imaging.preprocess; pass one image at a time)")
+def _target(target, scores: torch.Tensor) -> int:
+    """The class to explain: ``target`` checked against the model's classes, or the predicted class."""
+    c = check_target(target, scores.shape[1])
+    return int(scores[0].argmax()) if c is None else c
 
 
-def _check_target(target: int | None, scores: torch.Tensor) -> int:
-    n = scores.shape[1]
-    if target is None:
-        return int(scores.argmax(1))
-    if not 0 <= int(target) < n:
-        raise ValueError(f"class index {target} out of range: the model has {n} classes (0..{n - 1})")
-    return int(target)
+def _map_size(size, x: torch.Tensor):
+    """Where a map is upsampled to: ``None`` -> the input's ``(H, W)``; an int ``S`` -> ``(S, S)``;
+    ``(H, W)`` as given; ``False`` -> ``None`` (keep the layer's own resolution)."""
+    if size is None:
+        return tuple(x.shape[-2:])
+    if size is False:
+        return None
+    if isinstance(size, (tuple, list, torch.Size)) and len(size) == 2:
+        return tuple(check_int(s, "size", low=1) for s in size)
+    if isinstance(size, (tuple, list, torch.Size)):
+        raise ValueError(f"size must be one int or a pair (H, W), got {len(size)} values: {tuple(size)}")
+    try:
+        s = check_int(size, "size", low=1)
+    except TypeError:
+        raise TypeError(f"size must be None (the input's size), False (the layer's own size), an int S "
+                        f"(S x S) or a pair (H, W), got {type(size).__name__} {size!r}") from None
+    return s, s
+
+
+def _finish(m: torch.Tensor, relu: bool, size) -> torch.Tensor:
+    """The map after the optional ReLU, upsampled to ``size`` (None: as it is)."""
+    if relu:
+        m = m.clamp(min=0)
+    return m if size is None else upsample(m, size)
 
 
 def upsample(m: torch.Tensor, size) -> torch.Tensor:
@@ -52,26 +69,80 @@ def upsample(m: torch.Tensor, size) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- CAM
 
-def gap_and_fc(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+def _not_applicable(model: nn.Module, why: str) -> CAMNotApplicableError:
+    return CAMNotApplicableError(
+        f"CAM needs a network whose class scores are ONE linear layer applied to globally average-pooled "
+        f"feature maps (conv layers -> global average pooling -> one nn.Linear): only then can the class "
+        f"weights w^c_k be applied at every position to give a map. {type(model).__name__}: {why}. "
+        f"Use Grad-CAM instead (course_lib.cam.grad_cam), which works for any layer of any network.")
+
+
+def _trace_gap_linear(model: nn.Module, x: torch.Tensor):
+    """Run ``model(x)`` once and check, on what actually ran, that the scores are ``fc(GAP(A))``.
+
+    Every ``nn.AdaptiveAvgPool2d`` with output size 1 and every ``nn.Linear`` is watched, in the
+    order they run: the scores must be the output of a linear layer that is the first linear
+    layer to run after a pooling call, with exactly that call's flattened output as its input
+    (layers that change nothing in eval mode, such as dropout or flatten, may sit in between;
+    an MLP may not). Returns ``(scores, A, gap, fc)`` with ``A`` the pooling's input
+    ``[1, K, h, w]``; raises :class:`CAMNotApplicableError` saying what is missing.
+    """
+    gaps = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not gaps:
+        raise _not_applicable(model, "it has no global average pooling (nn.AdaptiveAvgPool2d(1)); e.g. VGG "
+                                     "flattens a 7x7 map into three fully connected layers")
+    if not linears:
+        raise _not_applicable(model, "it has no nn.Linear layer producing the class scores")
+    calls = []                                          # (module, its input, its output), in the order they ran
+
+    def record(m, inp, out):
+        calls.append((m, inp[0].detach().clone(), out if isinstance(m, nn.Linear) else out.detach().clone()))
+
+    handles = [m.register_forward_hook(record) for m in gaps + linears]
+    try:
+        with eval_mode(model), torch.no_grad():
+            scores = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    final = [i for i, (m, _, out) in enumerate(calls) if isinstance(m, nn.Linear)
+             and (out is scores or (out.shape == scores.shape and torch.equal(out, scores)))]
+    if not final:
+        raise _not_applicable(model, "its class scores do not come straight out of an nn.Linear layer")
+    i = final[-1]
+    fc, fc_in = calls[i][0], calls[i][1]
+    before = calls[:i]
+    j = max((k for k, (m, _, _) in enumerate(before) if not isinstance(m, nn.Linear)), default=None)
+    if j is None:
+        raise _not_applicable(model, "no global average pooling runs before its final linear layer")
+    gap, A, pooled = before[j]
+    between = [m for m, _, _ in before[j + 1:]]         # linear layers that ran after the pooling
+    if between or pooled.flatten(1).shape != fc_in.shape or not torch.equal(pooled.flatten(1), fc_in):
+        raise _not_applicable(model, "the globally pooled features pass through more layers (e.g. an MLP: "
+                                     "linear, ReLU, linear) before the final linear layer, so its weights do not "
+                                     "weigh the feature maps")
+    return scores, A, gap, fc
+
+
+def gap_and_fc(model: nn.Module, x: torch.Tensor | None = None) -> tuple[nn.Module, nn.Linear]:
     """The global-average-pooling module and the final linear layer of a GAP+linear network.
 
-    Raises :class:`CAMNotApplicableError` (explaining why) for any other structure.
+    Found by structure, whatever their names: one forward pass (of ``x``, or of a random probe
+    image of the model's ``input_size``) checks that the class scores are a linear layer
+    applied to the pooled maps (see :func:`_trace_gap_linear`). Raises :class:`CAMNotApplicableError` (explaining why) for
+    any other structure, e.g. an MLP after the pooling.
     """
-    fc = None
-    try:
-        fc = get_layer(model, "fc")
-    except KeyError:
-        pass
-    gaps = [m for m in model.modules()
-            if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))]
-    if isinstance(fc, nn.Linear) and len(gaps) == 1:
-        return gaps[0], fc
-    raise CAMNotApplicableError(
-        f"CAM needs a network whose class scores are a linear function of globally average-pooled "
-        f"feature maps (conv layers -> global average pooling -> one linear layer): only then can the "
-        f"class weights w^c_k be applied at every position to give a map. {type(model).__name__} does "
-        f"not have that structure (e.g. VGG flattens a 7x7 map into three fully connected layers). "
-        f"Use Grad-CAM instead (course_lib.cam.grad_cam), which works for any layer of any network.")
+    if x is None:
+        size = getattr(model, "input_size", 224)
+        p = next(iter(model.parameters()), None)
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))   # a probe, not zeros:
+        if p is not None:                                                             # no coincidental equality
+            x = x.to(p.device, p.dtype)
+    else:
+        x = check_image(x, model=model)
+    _, _, gap, fc = _trace_gap_linear(model, x)
+    return gap, fc
 
 
 @torch.no_grad()
@@ -79,31 +150,19 @@ def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, relu: bool
         size=None) -> torch.Tensor:
     """Class activation map ``M_c(i,j) = sum_k w^c_k A^k(i,j)`` of one image (one forward pass, no backward).
 
-    ``A`` is the input of the global average pooling, ``w^c`` row ``c`` of the final linear
-    layer (``target`` defaults to the predicted class). Returns the map after ReLU (unless
-    ``relu=False``), upsampled bilinearly to the input size (or ``size``; ``size=False``
-    keeps the h x w feature resolution).
+    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]`` (see :func:`course_lib.inputs.check_image`).
+    ``A`` is the input of the global average pooling, ``w^c`` row ``c`` of the linear layer
+    that turns the pooled maps into the scores (found by structure, see :func:`gap_and_fc`);
+    ``target``: a class index (an int), default the predicted class. Returns the map after
+    ReLU (unless ``relu=False``), upsampled bilinearly to the input size, or to ``size``
+    (an int S for S x S, or (H, W)); ``size=False`` keeps the h x w feature resolution.
     """
-    _check_image(x)
-    gap, fc = gap_and_fc(model)
-    store = {}
-    handle = gap.register_forward_hook(lambda m, inp, out: store.update(A=inp[0]))
-    try:
-        with eval_mode(model):
-            scores = model(x)
-    finally:
-        handle.remove()
-    c = _check_target(target, scores)
-    A = store["A"][0]                                   # [K, h, w]
-    if A.shape[0] != fc.in_features:
-        raise CAMNotApplicableError(f"the pooled features ({A.shape[0]}) do not feed the final linear layer "
-                                    f"({fc.in_features} inputs) directly; use Grad-CAM")
-    m = torch.einsum("k,khw->hw", fc.weight[c], A)
-    if relu:
-        m = m.clamp(min=0)
-    if size is False:
-        return m
-    return upsample(m, size or x.shape[-2:])
+    x = check_image(x, model=model)
+    out_size = _map_size(size, x)
+    scores, A, _, fc = _trace_gap_linear(model, x)
+    c = _target(target, scores)
+    m = torch.einsum("k,khw->hw", fc.weight[c], A[0])
+    return _finish(m, relu, out_size)
 
 
 # --------------------------------------------------------------------------- Grad-CAM
@@ -126,39 +185,39 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target
              relu: bool = True, size=None) -> torch.Tensor:
     """Grad-CAM ``L_c = ReLU(sum_k alpha_k A^k)`` with ``alpha_k = mean_ij dS_c/dA^k(i,j)``.
 
-    ``layer``: any layer name (default: the last conv stage, :func:`default_cam_layer`);
-    ``target`` defaults to the predicted class. Returns the map upsampled bilinearly to the
-    input size (``size=False``: the layer's own h x w resolution). The model, its mode,
-    its parameters' ``.grad`` and the input are left untouched.
+    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]``; ``layer``: any layer name
+    (default: the last conv stage, :func:`default_cam_layer`); ``target``: a class index (an
+    int), default the predicted class. Returns the map upsampled bilinearly to the input size,
+    or to ``size`` (an int S for S x S, or (H, W); ``size=False``: the layer's own h x w
+    resolution). The model, its mode, its parameters' ``.grad`` and the input are left untouched.
     """
-    _check_image(x)
+    x = check_image(x, model=model)
+    out_size = _map_size(size, x)
     layer = layer or default_cam_layer(model)
     xg = x.detach().clone().requires_grad_(True)        # a graph even though the weights are frozen
     # detach=False keeps A's graph; the network goes on with a copy, so an in-place ReLU can't overwrite A
     with eval_mode(model), torch.enable_grad(), record_activations(model, [layer], detach=False) as acts:
         scores = model(xg)
-        c = _check_target(target, scores)
+        c = _target(target, scores)
         A = acts[layer]
         if A.ndim != 4:
             raise ValueError(f"Grad-CAM needs a layer with [N, K, h, w] output; {layer!r} gives {tuple(A.shape)}")
         (dS_dA,) = torch.autograd.grad(scores[0, c], A)
     alpha = dS_dA[0].mean(dim=(1, 2))                   # [K]
     m = torch.einsum("k,khw->hw", alpha, A[0].detach())
-    if relu:
-        m = m.clamp(min=0)
-    if size is False:
-        return m
-    return upsample(m, size or x.shape[-2:])
+    return _finish(m, relu, out_size)
 
 
 def guided_grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None,
                     target: int | None = None) -> torch.Tensor:
-    """Guided Grad-CAM: guided backprop of ``S_c`` (``[3, H, W]``) times the upsampled Grad-CAM map."""
+    """Guided Grad-CAM: guided backprop of ``S_c`` (``[3, H, W]``) times the upsampled Grad-CAM map.
+
+    ``x`` and ``target`` as for :func:`grad_cam`."""
     from .saliency import guided_backprop
 
-    _check_image(x)
+    x = check_image(x, model=model)
     with torch.no_grad(), eval_mode(model):
-        c = _check_target(target, model(x))
+        c = _target(target, model(x))
     gb = guided_backprop(model, x, target=c)
     gb = gb[0] if gb.ndim == 4 else gb
     return gb * grad_cam(model, x, layer=layer, target=c)[None]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import optimize as opt
+from .inputs import check_int
 
 #: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
 REGULARISERS = ("l2", "jitter", "blur", "clip")
@@ -40,7 +41,8 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
                         callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
     """``argmax_I S_c(I) - l2_weight * mean(I^2)`` from the mean image, by Adam on the pixels.
 
-    ``c`` is one class, or a list of classes: then one image per class is made in one batch.
+    ``c`` is one class index (an int), or a list of them: then one image per class is made in one
+    batch (floats, bools and strings are refused: :func:`course_lib.inputs.check_target`).
     ``objective="probability"`` ascends ``log p_c`` instead of ``S_c`` (the lecture's
     counter-example). Set a regulariser's parameter to 0 to switch it off. Returns the images
     ``[len(c), 3, size, size]`` in ``[0, 1]`` (``size`` defaults to the model's input size)
@@ -50,11 +52,12 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
         raise ValueError(f"objective must be 'score' or 'probability', got {objective!r}")
     if l2_weight < 0 or blur_sigma < 0 or jitter < 0:
         raise ValueError("l2_weight, blur_sigma and jitter must be >= 0")
-    size = size or model.input_size
-    n = 1 if isinstance(c, (int, np.integer)) else len(c)
+    size = model.input_size if size is None else check_int(size, "size", low=1)
+    target = opt.class_score(model, c) if objective == "score" else opt.class_probability(model, c)  # checks c
+    scalar = isinstance(c, (int, np.integer)) or (isinstance(c, torch.Tensor) and c.ndim == 0)
+    n = 1 if scalar else len(c)
     mean = torch.tensor(model.mean).view(1, 3, 1, 1).expand(n, 3, size, size)
     device = next(model.parameters()).device
-    target = opt.class_score(model, c) if objective == "score" else opt.class_probability(model, c)
     j = target - l2_weight * opt.l2(model) if l2_weight else target
     projections = [opt.clamp_pixels()]
     if blur_every and blur_sigma:
@@ -64,7 +67,7 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
     return opt.optimize(model, j, opt.PixelImage(mean.clone().to(device)), steps=steps, lr=lr,
                         transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
                         seed=seed, callback=callback, every=every, progress=progress,
-                        desc=f"class {c}" if n > 1 else f"class {c} ({model.class_names[c]})")
+                        desc=f"class {c} ({model.class_names[c]})" if scalar else f"class {c}")
 
 
 def regulariser_settings(upto: str | None, l2_weight: float = 0.1, jitter: int = 4, blur_every: int = 4,

@@ -41,13 +41,18 @@ class DataUnavailableError(DataError):
 
 
 def data_dir() -> Path:
-    """The local cache folder (``COURSE_DATA_DIR`` or ``<repo>/data``)."""
-    return Path(os.environ.get("COURSE_DATA_DIR", REPO_ROOT / "data"))
+    """The local cache folder (``COURSE_DATA_DIR`` or ``<repo>/data``).
+
+    An empty (or blank) ``COURSE_DATA_DIR`` counts as unset, as an empty ``COURSE_DATA_MIRROR``
+    does: ``Path("")`` would silently make the current directory the data folder.
+    """
+    d = os.environ.get("COURSE_DATA_DIR", "").strip()
+    return Path(d) if d else REPO_ROOT / "data"
 
 
 def mirror_dir() -> Path | None:
-    """The local mirror folder from ``COURSE_DATA_MIRROR``, or None if unset."""
-    m = os.environ.get("COURSE_DATA_MIRROR")
+    """The local mirror folder from ``COURSE_DATA_MIRROR``, or None if unset (or empty)."""
+    m = os.environ.get("COURSE_DATA_MIRROR", "").strip()
     return Path(m) if m else None
 
 
@@ -333,8 +338,7 @@ class ImagenetteDataset:
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = _read_rgb(path, str(path))
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -363,9 +367,11 @@ def spread_indices(n: int, k: int | None) -> list[int]:
 def load_image(name_or_path, size: int | None = None) -> Image.Image:
     """An RGB PIL image: a registered asset name (``"starry_night"``) or a file path.
 
-    ``size`` (optional) resizes so the *shorter* side is ``size`` pixels, keeping the
-    aspect ratio. Greyscale and RGBA files are converted to RGB (alpha dropped).
+    ``size`` (optional, an int >= 1) resizes so the *shorter* side is ``size`` pixels, keeping
+    the aspect ratio. Greyscale and RGBA files are converted to RGB (alpha dropped). A file
+    Pillow cannot read (not an image, truncated, corrupt) raises a ``ValueError`` naming it.
     """
+    size = _check_size(size)
     if isinstance(name_or_path, str) and name_or_path in IMAGES:
         path = image_path(name_or_path)
     else:
@@ -373,9 +379,28 @@ def load_image(name_or_path, size: int | None = None) -> Image.Image:
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist and is not a course image; known images: {', '.join(IMAGES)}")
-    with Image.open(path) as im:
-        image = im.convert("RGB")
-    return _shorter_side(image, size)
+    return _shorter_side(_read_rgb(path, f"{path} ({path.stat().st_size} bytes)"), size)
+
+
+def _read_rgb(source, what: str) -> Image.Image:
+    """The image in ``source`` (a path or a file object) as RGB, fully decoded; a ``ValueError``
+    naming ``what`` if Pillow cannot read it."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(source) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{what} is not an image file Pillow can read (truncated, corrupt or another "
+                         f"format?): {err}. Replace it with a complete copy, or pick another file.") from err
+
+
+def _check_size(size):
+    """``size``: None, or an int >= 1 (numpy ints accepted; 0, negatives, floats and bools refused)."""
+    from .inputs import check_int
+
+    return None if size is None else check_int(size, "size", low=1)
 
 
 def _shorter_side(image: Image.Image, size: int | None) -> Image.Image:
@@ -393,15 +418,8 @@ def image_from_bytes(content: bytes, size: int | None = None) -> Image.Image:
     a ``ValueError``; greyscale and RGBA images are converted to RGB (alpha dropped)."""
     import io
 
-    from PIL import UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(bytes(content))) as im:
-            im.load()
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"not an image file Pillow can read ({len(content)} bytes): {err}") from err
-    return _shorter_side(image, size)
+    size = _check_size(size)
+    return _shorter_side(_read_rgb(io.BytesIO(bytes(content)), f"the upload ({len(content)} bytes)"), size)
 
 
 def fetch(names=None) -> None:

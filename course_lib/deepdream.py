@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import optimize as opt
+from .inputs import check_pixels
 
 
 def octave_sizes(size, octaves: int, scale: float) -> list[tuple[int, int]]:
@@ -37,7 +38,7 @@ def deepdream(model, image: torch.Tensor, layer: str, channel: int | None = None
     ``steps`` normalised gradient steps of size ``lr`` per octave. Returns the dreamed image
     (same size), with ``.history`` of the last octave.
     """
-    image = opt.check_pixels(image)
+    image = check_pixels(image, model=model)
     if octaves < 1 or octave_scale <= 1:
         raise ValueError(f"need octaves >= 1 and octave_scale > 1, got {octaves} and {octave_scale}")
     objective = opt.layer_l2(model, layer, channel)

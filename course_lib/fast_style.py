@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from torch import nn
 from . import data as cdata
 from . import optimize as opt
 from . import style as st
+from .inputs import check_pixels
 from .models import DATA_DIR, eval_mode
 
 #: The shipped networks live here: ``<style>_<norm>[_compact].pt`` and a JSON record beside each.
@@ -293,7 +293,7 @@ def train(net: TransformerNet, loss_model, style_image: torch.Tensor, photos: Ca
     """
     from tqdm.auto import tqdm
 
-    style_image = opt.check_pixels(style_image, "style image")
+    style_image = check_pixels(style_image, "style image", model=loss_model)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     device = next(net.parameters()).device
@@ -338,7 +338,7 @@ def stylise(net: TransformerNet, photo: torch.Tensor, bf16: bool = False) -> tor
     in ``[0, 1]`` in and out, same size. ``bf16``: in bfloat16 autocast, as the shipped networks
     were trained (about 2.5x faster on CPUs with bfloat16 units such as AMX, much slower on
     CPUs without them; pixels change by about 0.002 on average)."""
-    x = opt.check_pixels(photo, "photo").to(next(net.parameters()).device)
+    x = check_pixels(photo, "photo", model=net).to(next(net.parameters()).device)
     with eval_mode(net), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         return net(x).float()
 

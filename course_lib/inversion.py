@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import optimize as opt
+from .inputs import check_pixels
 
 
 def features(model, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -30,7 +31,7 @@ def invert(model, image: torch.Tensor, layer: str, steps: int = 200, lr: float =
            l2_weight: float = 0.001, jitter: int = 1, seed: int = 0, callback=None, every: int = 10,
            progress: bool = True) -> torch.Tensor:
     """An image whose ``layer`` features match ``image``'s (``[1, 3, H, W]`` pixels), from noise, by Adam."""
-    image = opt.check_pixels(image)
+    image = check_pixels(image, model=model)
     target = features(model, image, layer)
     j = opt.feature_match(model, layer, target) - tv_weight * opt.total_variation() - l2_weight * opt.l2(model)
     g = torch.Generator().manual_seed(seed)

@@ -39,7 +39,8 @@ from torch import nn
 
 from .data import data_dir
 from .imaging import fit_to_square, normalize, to_tensor
-from .models import get_layer, lecture_names
+from .inputs import check_image, check_int
+from .models import eval_mode, get_layer, lecture_names
 
 METRICS = ("euclidean", "cosine")
 
@@ -89,15 +90,15 @@ class capture_input:
 @torch.no_grad()
 def classifier_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """``phi(x)``: the input of ``layer`` (default :func:`classifier_layer`) for the batch ``x``,
-    flattened to ``[N, D]`` (float32, on the CPU). The model runs in eval mode (its mode is restored)."""
+    flattened to ``[N, D]`` (float32, on the CPU).
+
+    ``x``: normalized images ``[N, 3, H, W]`` (or ``[3, H, W]``), finite, of the model's float
+    type (:func:`course_lib.inputs.check_image`). The model runs in eval mode; afterwards every
+    submodule gets its own training flag back."""
+    x = check_image(x, batch=True, model=model)
     layer = classifier_layer(model) if layer is None else layer
-    was_training = model.training
-    model.eval()
-    try:
-        with capture_input(model, layer) as got:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), capture_input(model, layer) as got:
+        model(x)
     if "input" not in got:
         raise RuntimeError(f"layer {layer!r} was not used in the forward pass")
     return got["input"].flatten(1).float().cpu()
@@ -195,9 +196,8 @@ def extract(model: nn.Module, dataset, indices=None, layer: str | None = None, b
     """
     from tqdm.auto import tqdm
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    idx = list(range(len(dataset))) if indices is None else [check_int(i, "index") for i in indices]
     if not idx:
         raise ValueError("no images selected (indices is empty)")
     if min(idx) < 0 or max(idx) >= len(dataset):

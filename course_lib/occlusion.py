@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .inputs import check_image, check_int, check_number, check_targets
 from .models import IMAGENET_MEAN, IMAGENET_STD, eval_mode
 
 #: What fills the occluded window. Images are normalized, ``x_norm = (x - mean) / std``.
@@ -58,9 +59,7 @@ def _fill_values(fill, model) -> torch.Tensor:
             std = torch.tensor(getattr(model, "std", IMAGENET_STD), dtype=torch.float32)
             return (-mean / std).view(3, 1, 1)
         raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(map(repr, FILLS))} or give a number")
-    if isinstance(fill, (int, float)) and not isinstance(fill, bool):
-        return torch.full((3, 1, 1), float(fill))
-    raise TypeError(f"fill must be 'mean', 'black' or a number (a normalized value), got {type(fill).__name__}")
+    return torch.full((3, 1, 1), check_number(fill, "fill (a normalized value, or 'mean' or 'black')"))
 
 
 def _as_batch(x, model) -> torch.Tensor:
@@ -71,23 +70,7 @@ def _as_batch(x, model) -> torch.Tensor:
 
     if isinstance(x, Image.Image):
         return preprocess(x, model)  # ValueError for greyscale / RGBA images
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a normalized image tensor [N, 3, H, W] or an RGB PIL image, got {type(x).__name__}")
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
-        hint = ""
-        if x.ndim == 4 and x.shape[1] in (1, 2, 4):
-            hint = f": {x.shape[1]} colour channel(s) -- a greyscale or RGBA image? convert it to RGB first"
-        raise ValueError(f"expected an image tensor of shape [N, 3, H, W] or [3, H, W], got {list(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a float (normalized) image tensor, got dtype {x.dtype}")
-    return x
-
-
-def _check_int(value, name: str, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return check_image(x, batch=True, model=model)
 
 
 def _score(logits: torch.Tensor, c: int, score: str) -> torch.Tensor:
@@ -105,9 +88,10 @@ def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8
     ``sliding_window_shapes=(3, patch, patch)``, ``strides=(3, stride, stride)``).
 
     * ``x``: normalized images ``[N, 3, H, W]`` (or ``[3, H, W]``, or an RGB PIL image,
-      preprocessed for the model). Not modified.
-    * ``target``: class index, one per image (list / tensor), or None for each image's
-      predicted class.
+      preprocessed for the model); finite, of the model's float type
+      (:func:`course_lib.inputs.check_image`). Not modified.
+    * ``target``: a class index (an int), or one per image (list / tensor), or None for each
+      image's predicted class. Floats, bools and strings are refused.
     * ``patch``, ``stride``: window side ``k`` and step ``s`` in pixels (``1 <= s <= k``).
     * ``fill``: ``"mean"`` (0 in normalized space, the data set's mean colour),
       ``"black"`` (pixel value 0 before normalization), or a number (a normalized value).
@@ -120,9 +104,8 @@ def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8
     if first is not None:
         x = x.to(first.device)  # a copy only when the devices differ; never modified
     n, _, h, w = x.shape
-    _check_int(patch, "patch")
-    _check_int(stride, "stride")
-    _check_int(batch_size, "batch_size")
+    patch, stride = check_int(patch, "patch", low=1), check_int(stride, "stride", low=1)
+    batch_size = check_int(batch_size, "batch_size", low=1)
     if patch > h or patch > w:
         raise ValueError(f"patch {patch} is larger than the {h}x{w} image")
     if stride > patch and (patch < h or patch < w):
@@ -161,22 +144,11 @@ def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8
 
 
 def _targets(target, logits: torch.Tensor) -> list[int]:
-    """One class index per image (the predicted class where ``target`` is None), checked against the classes."""
-    n, classes = logits.shape
+    """One class index per image (the predicted class where ``target`` is None), each checked by
+    :func:`course_lib.inputs.check_targets`."""
     if target is None:
         return logits.argmax(dim=1).tolist()
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        target = [int(target)] * n
-    elif isinstance(target, torch.Tensor):
-        target = target.flatten().tolist()
-    else:
-        target = list(target)
-    if len(target) != n:
-        raise ValueError(f"got {len(target)} targets for {n} images")
-    for t in target:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < classes:
-            raise ValueError(f"target {t!r} is not a class index of this model (0..{classes - 1})")
-    return [int(t) for t in target]
+    return check_targets(target, logits.shape[1], count=len(logits))
 
 
 def number_of_windows(size: int, patch: int, stride: int) -> int:

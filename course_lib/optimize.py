@@ -39,12 +39,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import imaging
+from .inputs import check_channel, check_model_dtype, check_pixels, check_targets
 from .models import eval_mode, get_layer, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
@@ -64,29 +64,13 @@ def normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The class scores (logits) ``[N, classes]`` of pixel images ``x``, in eval mode, without gradient."""
+    """The class scores (logits) ``[N, classes]`` of pixel images ``x``, in eval mode, without gradient.
+
+    ``x``: ``[N, 3, H, W]`` (or ``[3, H, W]``) pixels in ``[0, 1]`` of the model's float type
+    (:func:`course_lib.inputs.check_pixels`)."""
+    x = check_pixels(x, model=model)
     with eval_mode(model):
         return model(normalize(model, x))
-
-
-def check_pixels(x, name: str = "image") -> torch.Tensor:
-    """Raise a clear error unless ``x`` is a finite float tensor ``[N, 3, H, W]`` (or ``[3, H, W]``) in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor [N, 3, H, W] of pixels in [0, 1] "
-                        f"(course_lib.imaging.to_tensor turns a PIL image into one), got {type(x).__name__}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1] != 3:
-        hint = " (a greyscale or RGBA image? convert it to RGB first)" if x.ndim == 4 and x.shape[1] in (1, 2, 4) else ""
-        raise ValueError(f"{name} must have shape [N, 3, H, W], got {list(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [0, 1], got {x.dtype} (divide uint8 pixels by 255)")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}] "
-                         f"(a normalized image? use course_lib.imaging.deprocess to undo the normalisation)")
-    return x
 
 
 # --------------------------------------------------------------------------- objectives
@@ -129,21 +113,10 @@ def _check_layer(model, layer: str) -> None:
         get_layer(model, layer)  # KeyError listing the valid names
 
 
-def _check_index(i, n: int, what: str) -> int:
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-        raise TypeError(f"{what} must be an int, got {type(i).__name__}")
-    if not 0 <= i < n:
-        raise ValueError(f"{what} {i} is out of range: there are {n} (0..{n - 1})")
-    return int(i)
-
-
 def _classes(model, c) -> torch.Tensor:
-    """One class index, or one per image of the batch, checked against the model's classes."""
-    n = len(model.class_names)
-    cs = [c] if isinstance(c, (int, np.integer)) and not isinstance(c, bool) else list(c)
-    for i in cs:
-        _check_index(i, n, "class")
-    return torch.tensor(cs)
+    """One class index, or one per image of the batch (a list, array or tensor), each checked by
+    :func:`course_lib.inputs.check_targets` against the model's classes."""
+    return torch.tensor(check_targets(c, len(model.class_names), name="class"))
 
 
 def class_score(model, c, layer: str = OUTPUT) -> Objective:
@@ -173,7 +146,7 @@ def class_probability(model, c, layer: str = OUTPUT, log: bool = True) -> Object
 def channel(model, layer: str, ch: int) -> Objective:
     """Mean activation of channel ``ch`` of ``layer`` over all positions."""
     _check_layer(model, layer)
-    return Objective((layer,), lambda a, x: a[layer][:, _check_index(ch, a[layer].shape[1], "channel")].mean((-2, -1)),
+    return Objective((layer,), lambda a, x: a[layer][:, check_channel(ch, a[layer].shape[1], layer)].mean((-2, -1)),
                      f"{layer}[{ch}]")
 
 
@@ -184,7 +157,7 @@ def layer_l2(model, layer: str, ch: int | None = None) -> Objective:
     def f(a, x):
         act = a[layer]
         if ch is not None:
-            act = act[:, _check_index(ch, act.shape[1], "channel")]
+            act = act[:, check_channel(ch, act.shape[1], layer)]
         return act.pow(2).flatten(1).mean(1)
 
     return Objective((layer,), f, f"|{layer}{'' if ch is None else f'[{ch}]'}|^2")
@@ -417,6 +390,7 @@ class stop_after(contextlib.AbstractContextManager):
 
 def _forward(model, objective: Objective, x: torch.Tensor, acts: dict) -> None:
     """Run the model on ``x`` (pixels) as far as the objective needs; fill ``acts``."""
+    check_model_dtype(model, x)
     acts.clear()
     if OUTPUT in objective.layers:
         acts[OUTPUT] = model(normalize(model, x))

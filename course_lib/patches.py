@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .inputs import check_channel, check_image, check_int
 from .models import BlurMaxPool2d, eval_mode, get_layer, lecture_names
 
 #: Layers that act on each position separately: they leave the receptive field unchanged.
@@ -189,46 +190,28 @@ def _chain_name(model: nn.Module, layer: str) -> str:
 def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i: int, j: int) -> torch.Tensor:
     """``d a / d x``: the gradient of one unit ``a = layer[channel, i, j]`` w.r.t. the input image.
 
-    ``x`` is one normalized image ``[1, 3, H, W]``. Returns ``[3, H, W]``. It is zero
+    ``x`` is one normalized image ``[1, 3, H, W]`` or ``[3, H, W]`` (finite, of the model's float
+    type: :func:`course_lib.inputs.check_image`); ``channel``, ``i``, ``j`` are ints inside the
+    layer's output. Returns ``[3, H, W]``. It is zero
     outside the unit's receptive field; its spread inside shows the *effective*
     receptive field, usually much smaller than the theoretical one (Luo et al. 2016).
     The model's parameters and their ``.grad`` are left untouched.
     """
     chain = _feature_chain(model, layer)
-    _check_image_batch(x, one=True)
+    x = check_image(x, model=model)
     with eval_mode(model), torch.enable_grad():
         first = next(iter(model.parameters()), None)
         x = x.detach().clone().to(first.device if first is not None else x.device).requires_grad_(True)
         out = x
         for _, m in chain:
             out = m(out)
-        _check_channel(channel, out.shape[1], layer)
+        channel = check_channel(channel, out.shape[1], layer)
+        i, j = check_int(i, "i"), check_int(j, "j")
         h, w = out.shape[-2:]
         if not (0 <= i < h and 0 <= j < w):
             raise ValueError(f"unit ({i}, {j}) is outside layer {layer!r}'s {h}x{w} map")
         (grad,) = torch.autograd.grad(out[0, channel, i, j], x)
     return grad[0]
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-
-def _check_image_batch(x, one: bool = False) -> None:
-    """Raise unless ``x`` is a float tensor ``[N, 3, H, W]`` (``N == 1`` when ``one``)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a tensor [N, 3, H, W] (see course_lib.imaging.preprocess), got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3 or (one and x.shape[0] != 1):
-        want = "[1, 3, H, W]" if one else "[N, 3, H, W]"
-        hint = " (a greyscale or RGBA image? convert it to RGB first)" if x.ndim == 4 and x.shape[1] in (1, 2, 4) else ""
-        raise ValueError(f"expected a tensor of shape {want}, got {list(x.shape)}{hint}")
-
-
-def _check_channel(channel, n: int, layer: str) -> None:
-    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
-        raise TypeError(f"channel must be an int, got {type(channel).__name__}")
-    if not 0 <= channel < n:
-        raise ValueError(f"channel {channel} is out of range: layer {layer!r} has {n} channels (0..{n - 1})")
 
 
 # --------------------------------------------------------------------------- scanning a data set
@@ -260,9 +243,8 @@ class ActivationScan:
         Each image gives at most one response (its best position), so the patches
         are not near-copies of the same object.
         """
-        _check_channel(channel, self.channels, self.layer)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        channel = check_channel(channel, self.channels, self.layer)
+        k = check_int(k, "k", low=1)
         vals, rows = self.values[:, channel].topk(min(k, len(self.indices)))
         out = []
         for v, n in zip(vals.tolist(), rows.tolist()):

@@ -29,45 +29,15 @@ eval mode (each module's mode is restored afterwards). Attributions come back as
 from __future__ import annotations
 
 import contextlib
-import operator
 
 import numpy as np
 import torch
 from torch import nn
 
+from .inputs import check_channel, check_image, check_int, check_number, check_target
 from .models import eval_mode, get_layer
 
 # --------------------------------------------------------------------------- checks and model state
-
-
-def check_image(x) -> torch.Tensor:
-    """``x`` as a float tensor ``[1, 3, H, W]``; a clear error for anything that is not one RGB image."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a normalized image tensor [1, 3, H, W] (see imaging.preprocess), "
-                        f"got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4:
-        raise ValueError(f"expected one image of shape [1, 3, H, W] or [3, H, W], got shape {list(x.shape)}")
-    if x.shape[0] != 1:
-        raise ValueError(f"expected a single image, got a batch of {x.shape[0]} (shape {list(x.shape)}); "
-                         f"explain the images one at a time, e.g. x[i:i + 1]")
-    if x.shape[1] != 3:
-        raise ValueError(f"expected an RGB image with 3 channels, got {x.shape[1]} (shape {list(x.shape)}); "
-                         f"convert greyscale/RGBA images to RGB first")
-    return x
-
-
-def _index(value, name: str) -> int:
-    """``value`` as a Python int (numpy and torch integers accepted, bools and floats refused)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -125,10 +95,8 @@ def _objective(model, x, target=None, layer=None, channel=None, position="max"):
             logits = model(x)
             if logits.ndim != 2:
                 raise ValueError(f"expected the model to output class scores [N, classes], got {list(logits.shape)}")
-            n = logits.shape[1]
-            c = int(logits[0].argmax()) if target is None else _index(target, "target")
-            if not 0 <= c < n:
-                raise ValueError(f"class index {c} is out of range: the model has {n} classes (0..{n - 1})")
+            c = check_target(target, logits.shape[1])
+            c = int(logits[0].argmax()) if c is None else c
             return lambda xb: model(xb)[:, c]
 
         if target is not None:
@@ -137,10 +105,7 @@ def _objective(model, x, target=None, layer=None, channel=None, position="max"):
         act = _layer_output(model, module, x)
         if channel is None:
             raise ValueError(f"layer {layer!r} needs a channel (0..{act.shape[1] - 1})")
-        k = _index(channel, "channel")
-        if not 0 <= k < act.shape[1]:
-            raise ValueError(f"channel {k} is out of range: layer {layer!r} has {act.shape[1]} channels "
-                             f"(0..{act.shape[1] - 1})")
+        k = check_channel(channel, act.shape[1], layer)
         spatial = tuple(act.shape[2:])  # () for a linear layer
         if position == "sum":
             flat = None
@@ -148,7 +113,7 @@ def _objective(model, x, target=None, layer=None, channel=None, position="max"):
             flat = int(act[0, k].flatten().argmax())
         else:
             try:
-                where = tuple(_index(p, "position") for p in position)
+                where = tuple(check_int(p, "position") for p in position)
             except TypeError:
                 raise TypeError(f"position must be 'max', 'sum' or a (row, col) tuple, got {position!r}") from None
             if len(where) != len(spatial) or not all(0 <= p < n for p, n in zip(where, spatial)):
@@ -178,8 +143,9 @@ def _gradients(score, xs: torch.Tensor, batch_size: int = 32, progress: bool = F
 
 
 def _prepared(model, x):
-    """The checked image on the model's device, and the device to return results on."""
-    x = check_image(x)
+    """The checked image (:func:`course_lib.inputs.check_image`) on the model's device, and the
+    device to return results on."""
+    x = check_image(x, model=model)
     return x.detach().to(_device(model)), x.device
 
 
@@ -238,16 +204,13 @@ def smoothgrad(model, x, target=None, n_samples: int = 50, noise_level: float = 
     same order, as captum's ``NoiseTunnel`` after ``torch.manual_seed(seed)``, which the tests
     use as the oracle. Take :func:`saliency_map` of the result for a picture.
     """
-    n = _index(n_samples, "n_samples")
-    if n < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n}")
-    if not isinstance(noise_level, (int, float)) or isinstance(noise_level, bool) or noise_level < 0:
-        raise ValueError(f"noise_level must be a non-negative number, got {noise_level!r}")
+    n = check_int(n_samples, "n_samples", low=1)
+    noise_level = check_number(noise_level, "noise_level", low=0)
     x, home = _prepared(model, x)
-    sigma = float(noise_level) * float(x.max() - x.min())
+    sigma = noise_level * float(x.max() - x.min())
     gen = None
     if seed is not None:
-        gen = torch.Generator(device=x.device).manual_seed(_index(seed, "seed"))
+        gen = torch.Generator(device=x.device).manual_seed(check_int(seed, "seed"))
     noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype) * sigma
     with eval_mode(model):
         score = _objective(model, x, target, **unit)
@@ -270,9 +233,7 @@ def integrated_gradients(model, x, target=None, baseline=None, steps: int = 64, 
     The baseline defaults to zeros: in normalized space that is the dataset's mean colour.
     Completeness: ``sum_i IG_i -> S(x) - S(x')`` as ``steps`` grows.
     """
-    m = _index(steps, "steps")
-    if m < 1:
-        raise ValueError(f"steps must be at least 1, got {m}")
+    m = check_int(steps, "steps", low=1)
     if method not in RIEMANN:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(RIEMANN)}")
     x, home = _prepared(model, x)
@@ -407,12 +368,14 @@ def default_unit_layer(model) -> str:
 
 
 def top_channels(model, x, layer: str, k: int = 4) -> list[int]:
-    """The ``k`` channels of ``layer`` that respond most strongly (largest maximum) to the image ``x``."""
+    """The ``k`` channels of ``layer`` that respond most strongly (largest maximum) to the image ``x``
+    (all of them if the layer has fewer than ``k``); ``k`` is an int >= 1."""
+    k = check_int(k, "k", low=1)
     x, _ = _prepared(model, x)
     with eval_mode(model), torch.no_grad():
         act = _layer_output(model, get_layer(model, layer), x)[0]
     peak = act.flatten(1).amax(1) if act.ndim > 1 else act
-    return peak.topk(min(_index(k, "k"), len(peak))).indices.tolist()
+    return peak.topk(min(k, len(peak))).indices.tolist()
 
 
 def attribution_image(attribution: torch.Tensor) -> np.ndarray:
@@ -498,10 +461,8 @@ def grabcut_from_saliency(image, saliency, fg_quantile: float = 0.95, bg_quantil
     if seeds.shape != img.shape[:2]:
         raise ValueError(f"the saliency map ({seeds.shape[0]} x {seeds.shape[1]}) and the image "
                          f"({img.shape[0]} x {img.shape[1]}) must have the same size")
-    it = _index(iterations, "iterations")
-    if it < 1:
-        raise ValueError(f"iterations must be at least 1, got {it}")
-    cv2.setRNGSeed(_index(seed, "seed"))
+    it = check_int(iterations, "iterations", low=1)
+    cv2.setRNGSeed(check_int(seed, "seed"))
     mask = seeds.copy()
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, it, cv2.GC_INIT_WITH_MASK)

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from .models import eval_mode, lecture_names
-from .saliency import _device, _index, check_image, clip_for_display, compute_saliency, predicted_class
+from .inputs import check_image, check_int, check_target
+from .saliency import _device, clip_for_display, compute_saliency, predicted_class
 
 BLUR_SIGMA = 5.0
 SUBSTRATES = ("mean", "blur")
@@ -166,8 +167,7 @@ def perturbed_images(x, saliency, mode: str = "deletion", steps: int = 16, subst
     x = check_image(x)
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = check_int(steps, "steps", low=1)
     s = _check_map(saliency, x)
     substrate = substrate or ("mean" if mode == "deletion" else "blur")
     base = substrate_image(x, substrate)
@@ -185,15 +185,19 @@ def perturbation_curve(model, x, saliency, target: int, mode: str = "deletion", 
     """``(fractions, probabilities)``: the softmax probability of class ``target`` as the
     fraction ``0, 1/steps, ..., 1`` of the pixels is deleted (or inserted) in saliency order.
 
-    Batched: the ``steps + 1`` images go through the model ``batch_size`` at a time.
+    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]``; ``target``: a class index
+    (an int in ``0 .. classes - 1``; negative indices are refused, they do not count from the
+    end). Batched: the ``steps + 1`` images go through the model ``batch_size`` at a time.
     """
-    x = check_image(x).detach().to(_device(model))
-    target = _index(target, "target")
+    x = check_image(x, model=model).detach().to(_device(model))
+    check_target(target, None, allow_none=False)         # the type now, the range once the classes are known
+    batch_size = check_int(batch_size, "batch_size", low=1)
     images = perturbed_images(x, saliency, mode, steps, substrate)
     probs = []
     with eval_mode(model):
         for s in range(0, len(images), batch_size):
-            probs.append(torch.softmax(model(images[s:s + batch_size]), dim=1)[:, target].cpu())
+            p = torch.softmax(model(images[s:s + batch_size]), dim=1)
+            probs.append(p[:, check_target(target, p.shape[1])].cpu())
     fractions = np.array(step_counts(int(np.prod(images.shape[-2:])), steps)) / np.prod(images.shape[-2:])
     return fractions, torch.cat(probs).double().numpy()
 
@@ -223,7 +227,7 @@ def evaluate_saliency(model, images, methods: dict, steps: int = 16, batch_size:
     targets, fractions = [], None
     for image in tqdm(list(images), desc="deletion/insertion", disable=not progress, unit="image"):
         x = image if isinstance(image, torch.Tensor) else preprocess(image, model)
-        x = check_image(x).to(_device(model))
+        x = check_image(x, model=model).to(_device(model))
         c = predicted_class(model, x)
         targets.append(c)
         for name, method in methods.items():
@@ -360,8 +364,10 @@ def randomization_test(model, x, methods: dict, target=None, layers=None, seed: 
     """
     from tqdm.auto import tqdm
 
-    x = check_image(x)
+    x = check_image(x, model=model)
     target = predicted_class(model, x) if target is None else target
+    with torch.no_grad(), eval_mode(model):
+        check_target(target, model(x.to(_device(model))).shape[1])
     layers = randomization_layers(model) if layers is None else list(layers)
     maps = {name: [method(model, x, target).cpu()] for name, method in methods.items()}
     stages = tqdm(cascading_randomizations(model, layers, seed), total=len(layers),

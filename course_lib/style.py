@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import optimize as opt
+from .inputs import check_pixels
 from .models import BlurMaxPool2d, CourseNet
 
 #: The course model's style layers (the first ReLU of each block) and its content layer.
@@ -84,7 +85,7 @@ def gram_matrix(f: torch.Tensor) -> torch.Tensor:
 
 def style_targets(model, style: torch.Tensor, layers=COURSE_STYLE_LAYERS) -> dict:
     """The Gram matrices of the style image (pixels ``[1, 3, H, W]``) at ``layers``."""
-    style = opt.check_pixels(style, "style image")
+    style = check_pixels(style, "style image", model=model)
     try:
         acts = opt.activations(model, style, layers)
     except RuntimeError as err:  # a pooling layer with nothing left to pool
@@ -120,12 +121,12 @@ def style_distance(model, image: torch.Tensor, style: torch.Tensor, layers=None)
     0 for the same texture statistics, about 1 or more for unrelated images. ``image`` may have
     any size: Grams do not depend on where things are, nor on how many positions there are."""
     layers = layers or default_layers(model)[0]
-    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), opt.check_pixels(image)).item()
+    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), check_pixels(image, model=model)).item()
 
 
 def content_loss(model, content: torch.Tensor, layer: str = COURSE_CONTENT_LAYER) -> opt.Objective:
     """``-L_content``: minus ``|F_l(x) - F_l(c)|^2 / |F_l(c)|^2`` (:func:`course_lib.optimize.feature_match`)."""
-    target = opt.activations(model, opt.check_pixels(content, "content image"), [layer])[layer]
+    target = opt.activations(model, check_pixels(content, "content image", model=model), [layer])[layer]
     return opt.feature_match(model, layer, target)
 
 
@@ -266,7 +267,7 @@ def image_quilting(image: torch.Tensor, size, patch: int = 32, overlap: int = 8,
     Quilting copies real pixels (sharp, exact colours) but repeats the source and shows seams
     where no candidate fits; compare with :func:`texture_synthesis`, which copies nothing.
     """
-    image = opt.check_pixels(image, "texture image")[:1]
+    image = check_pixels(image, "texture image")[:1]
     h, w = (size, size) if isinstance(size, int) else size
     sh, sw = image.shape[-2:]
     if not 0 <= overlap < patch <= min(sh, sw):
@@ -306,13 +307,13 @@ def texture_synthesis(model, style: torch.Tensor, size=None, layers=None, steps:
     higher final style loss and no recognisable texture). Returns ``[1, 3, H, W]`` pixels with
     ``.history``.
     """
-    style = opt.check_pixels(style, "style image")
+    style = check_pixels(style, "style image", model=model)
     layers = layers or default_layers(model)[0]
     h, w = (size, size) if isinstance(size, int) else (size or style.shape[-2:])
     net = _pooled(model, pool)
     objective = style_loss(style_targets(net, style, layers))
     g = torch.Generator().manual_seed(seed)
-    start = torch.rand(1, 3, h, w, generator=g).to(style.device)
+    start = torch.rand(1, 3, h, w, generator=g).to(style)        # the style's device and float type
     x = _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, "texture")
     return x
 
@@ -361,9 +362,9 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
     to :func:`default_layers`. ``callback`` gets the image as it will be returned (with the
     content's colours in luminance mode). Returns ``[1, 3, H, W]`` in ``[0, 1]`` with ``.history``.
     """
-    content = opt.check_pixels(content, "content image")
+    content = check_pixels(content, "content image", model=model)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
-    styles = [opt.check_pixels(s, f"style image {i}") for i, s in enumerate(styles)]
+    styles = [check_pixels(s, f"style image {i}", model=model) for i, s in enumerate(styles)]
     if preserve_colour not in COLOUR_MODES:
         raise ValueError(f"preserve_colour must be one of {COLOUR_MODES}, not {preserve_colour!r}")
     if init not in ("content", "noise"):
@@ -395,9 +396,9 @@ def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, bl
     """The three terms for a finished image (no weights applied): ``{"content": L_content,
     "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style."""
     layers, content_layer = _layers(model, layers, content_layer)
-    image = opt.check_pixels(image)
+    image = check_pixels(image, model=model)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
-    targets = blended_targets(model, [scale_image(opt.check_pixels(s, "style image"), style_scale) for s in styles],
+    targets = blended_targets(model, [scale_image(check_pixels(s, "style image", model=model), style_scale) for s in styles],
                               blend, layers)
     terms = {"content": content_loss(model, content, content_layer), "style": style_loss(targets),
              "tv": -1 * opt.total_variation()}

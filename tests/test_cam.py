@@ -4,7 +4,9 @@ import torch
 import torchvision
 from captum.attr import LayerAttribution, LayerGradCam
 
-from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, grad_cam
+from torch import nn
+
+from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, gap_and_fc, grad_cam, guided_grad_cam
 from course_lib.models import _prepare, get_layer
 
 
@@ -108,12 +110,132 @@ def test_nothing_is_left_changed(tiny_net):
     assert net.training
 
 
-@pytest.mark.parametrize("bad", [torch.randn(2, 3, 64, 64), torch.randn(3, 64, 64), torch.randn(1, 1, 64, 64)])
+@pytest.mark.parametrize("bad", [torch.randn(2, 3, 64, 64), torch.randn(64, 64), torch.randn(1, 1, 64, 64)])
 def test_bad_inputs(tiny_net, bad):
     with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
         grad_cam(tiny_net, bad)
     with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
         cam(tiny_net, bad)
+
+
+def test_one_image_without_batch_dimension_is_accepted_as_everywhere_else(tiny_net):
+    """[3, H, W] is one image for CAM too, as for saliency, occlusion and the optimisation modules."""
+    x = _x(tiny_net)
+    torch.testing.assert_close(cam(tiny_net, x[0], target=2), cam(tiny_net, x, target=2))
+    torch.testing.assert_close(grad_cam(tiny_net, x[0], target=2), grad_cam(tiny_net, x, target=2))
+
+
+# --------------------------------------------------------------------------- issue 15: CAM's structure, targets, sizes
+
+
+class _GapNet(nn.Module):
+    """conv -> ReLU -> GAP, then a ``head`` that decides whether CAM applies."""
+
+    def __init__(self, head: nn.Module, width: int = 6):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = head
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _gap_net(head):
+    torch.manual_seed(0)
+    return _prepare(_GapNet(head), [str(i) for i in range(6)], 16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+
+
+def test_cam_finds_a_linear_layer_named_head_by_structure():
+    """GAP + one nn.Linear called ``head`` (not ``fc``) is a CAM network: the map's mean plus the bias is the score."""
+    net = _gap_net(nn.Linear(6, 6))
+    x = torch.randn(1, 3, 16, 16)
+    gap, fc = gap_and_fc(net)
+    assert gap is net.pool and fc is net.head
+    m = cam(net, x, target=4, relu=False, size=False)
+    torch.testing.assert_close(m.mean() + net.head.bias[4], net(x)[0, 4], rtol=1e-5, atol=1e-5)
+    # dropout and flatten between the pooling and the linear layer change nothing in eval mode
+    net = _gap_net(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 6)))
+    m = cam(net, x, target=1, relu=False, size=False)
+    torch.testing.assert_close(m.mean() + net.head[2].bias[1], net(x)[0, 1], rtol=1e-5, atol=1e-5)
+
+
+def test_cam_refuses_an_mlp_after_gap_even_of_the_same_width():
+    """GAP -> Linear(6, 6) -> ReLU -> Linear(6, 6): the widths match, but the last layer's weights do not
+    weigh the feature maps, so a "CAM" would be a wrong map. It must be refused, pointing to Grad-CAM."""
+    net = _gap_net(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6)))
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(CAMNotApplicableError, match="one nn.Linear") as e:
+        cam(net, x, target=0)
+    assert "MLP" in str(e.value) and "grad_cam" in str(e.value)
+    with pytest.raises(CAMNotApplicableError, match="MLP"):
+        gap_and_fc(net)
+    assert grad_cam(net, x, layer="features.1", target=0).shape == (16, 16)   # what the message suggests works
+    # refused by structure, not by chance values: all-zero features make the MLP's input equal the pooled maps
+    net = _gap_net(nn.Sequential(nn.Linear(6, 6, bias=False), nn.ReLU(), nn.Linear(6, 6)))
+    with torch.no_grad():
+        net.features[0].bias.zero_()
+    with pytest.raises(CAMNotApplicableError, match="MLP"):
+        cam(net, torch.zeros(1, 3, 16, 16), target=0)
+
+
+@pytest.mark.parametrize("bad", [2.7, 2.0, True, np.bool_(True), "3", torch.tensor(1.0)])
+def test_targets_that_are_not_ints_are_refused_not_coerced(tiny_net, bad):
+    x = _x(tiny_net)
+    for method in (cam, grad_cam, guided_grad_cam):
+        with pytest.raises(TypeError, match=r"target must be a class index \(an int\)"):
+            method(tiny_net, x, target=bad)
+
+
+def test_string_target_says_how_to_find_the_index(tiny_net):
+    with pytest.raises(TypeError, match=r"model.class_names.index\(name\)"):
+        cam(tiny_net, _x(tiny_net), target="3")
+
+
+@pytest.mark.parametrize("ok", [3, np.int64(3), torch.tensor(3)])
+def test_integer_targets_of_any_kind_work(tiny_net, ok):
+    x = _x(tiny_net)
+    torch.testing.assert_close(cam(tiny_net, x, target=ok), cam(tiny_net, x, target=3))
+
+
+@pytest.mark.parametrize("bad", [-1, 10])
+def test_out_of_range_targets_name_the_valid_range(tiny_net, bad):
+    for method in (cam, grad_cam, guided_grad_cam):
+        with pytest.raises(ValueError, match=r"out of range: the model has 10 classes \(class indices 0..9\)"):
+            method(tiny_net, _x(tiny_net), target=bad)
+
+
+def test_size_may_be_an_int_or_a_pair(tiny_net):
+    x = _x(tiny_net)
+    assert cam(tiny_net, x, target=1, size=128).shape == (128, 128)
+    assert cam(tiny_net, x, target=1, size=np.int64(32)).shape == (32, 32)
+    assert grad_cam(tiny_net, x, target=1, size=(20, 30)).shape == (20, 30)
+    torch.testing.assert_close(cam(tiny_net, x, target=1, size=64), cam(tiny_net, x, target=1))
+    for bad, err, match in [(0, ValueError, "size must be an int >= 1"), (-5, ValueError, ">= 1"),
+                            (2.5, TypeError, r"an int S \(S x S\) or a pair \(H, W\)"),
+                            ("big", TypeError, r"a pair \(H, W\)"), ((1, 2, 3), ValueError, "pair")]:
+        for method in (cam, grad_cam):
+            with pytest.raises(err, match=match):
+                method(tiny_net, x, target=1, size=bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
+def test_other_dtypes_get_a_clear_error_not_torchs(tiny_net, dtype):
+    x = _x(tiny_net).to(dtype)
+    match = r"x\.float\(\)" if dtype == torch.float64 else "preprocess"
+    for method in (cam, grad_cam, guided_grad_cam):
+        with pytest.raises(TypeError, match=match):
+            method(tiny_net, x, target=1)
+
+
+def test_nan_and_empty_images_are_refused(tiny_net):
+    x = _x(tiny_net)
+    x[0, 1, 5, 5] = float("nan")
+    for method in (cam, grad_cam):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            method(tiny_net, x, target=1)
+        with pytest.raises(ValueError, match="empty"):
+            method(tiny_net, torch.zeros(1, 3, 0, 0), target=1)
 
 
 def test_unknown_layer(tiny_net):

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -325,6 +326,39 @@ def test_load_image_size_is_shorter_side(tmp_path, wh, size, expected):
 def test_load_image_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
         data.load_image(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize("size,err,match", [(0, ValueError, "size must be an int >= 1, got 0"),
+                                            (-3, ValueError, ">= 1"), (2.5, TypeError, "size must be an int"),
+                                            (True, TypeError, "not a bool")])
+def test_load_image_refuses_sizes_that_are_not_sizes(tmp_path, size, err, match):
+    """size=0 used to give a 1x1 image."""
+    path = tmp_path / "x.png"
+    Image.new("RGB", (30, 20)).save(path)
+    with pytest.raises(err, match=match):
+        data.load_image(path, size=size)
+    with pytest.raises(err, match=match):
+        data.image_from_bytes(path.read_bytes(), size=size)
+    assert data.load_image(path, size=np.int64(10)).size == (15, 10)  # numpy ints are ints
+
+
+def test_a_truncated_jpeg_names_the_file(tmp_path):
+    good, bad = tmp_path / "good.jpg", tmp_path / "cut.jpg"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good, "JPEG")
+    bad.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cut\.jpg \(300 bytes\) is not an image file Pillow can read "
+                                         r"\(truncated.*Replace it with a complete copy"):
+        data.load_image(bad)
+    with pytest.raises(ValueError, match="not an image file"):
+        data.image_from_bytes(bad.read_bytes())
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_course_data_dir_means_the_default_not_the_current_folder(monkeypatch, value):
+    monkeypatch.setenv("COURSE_DATA_DIR", value)
+    assert data.data_dir() == data.REPO_ROOT / "data"
+    monkeypatch.setenv("COURSE_DATA_MIRROR", value)
+    assert data.mirror_dir() is None
 
 
 # --------------------------------------------------------------------------- Imagenette

@@ -215,3 +215,57 @@ def test_course_model_runs_channels_last_with_the_same_outputs(course_model):
     plain = copy.deepcopy(course_model).to(memory_format=torch.contiguous_format)
     with torch.no_grad():
         torch.testing.assert_close(course_model(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- issue 15: predictions in eval mode
+
+
+def _dropout_model():
+    """A model whose train-mode answers are random: dropout before the classifier."""
+    from course_lib.models import _prepare
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 8 * 8, 4))
+    return _prepare(net, ["a", "b", "c", "d"], 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), None)
+
+
+class _Photos:
+    def __init__(self, n=5):
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        self.items = [(Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)), i % 4) for i in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_classify_and_predict_dataset_run_in_eval_mode_and_restore_each_flag():
+    net = _dropout_model().train()
+    net[2].eval()                                  # a submodule with a mode of its own
+    flags = [m.training for m in net.modules()]
+    photos = _Photos()
+    answers = [models.classify(net, photos[0][0], k=4) for _ in range(3)]
+    assert answers[0] == answers[1] == answers[2]  # dropout off: the same answer every call
+    logits = [models.predict_dataset(net, photos, batch_size=2, progress=False)[0] for _ in range(2)]
+    assert torch.equal(logits[0], logits[1])
+    assert [m.training for m in net.modules()] == flags
+    net.eval()
+    assert models.classify(net, photos[0][0], k=4) == answers[0]
+    torch.testing.assert_close(models.predict_dataset(net, photos, progress=False)[0], logits[0])
+
+
+def test_classify_and_predict_dataset_check_their_numbers():
+    import numpy as np
+
+    net, photos = _dropout_model(), _Photos(2)
+    assert len(models.classify(net, photos[0][0], k=np.int64(2))) == 2
+    assert len(models.classify(net, photos[0][0], k=99)) == 4
+    with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
+        models.classify(net, photos[0][0], k=0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        models.predict_dataset(net, photos, batch_size=0, progress=False)

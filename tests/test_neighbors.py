@@ -299,3 +299,34 @@ def test_figures(tiny_net):
     with pytest.raises(ValueError):
         show_feature_map(np.zeros((3, 3)), [0, 1, 2])
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- issue 15: mode and input checks
+
+
+def test_classifier_features_restores_every_submodules_own_mode(tiny_net):
+    """It used to reset every submodule's training flag to the root's (a frozen part came back in train mode)."""
+    tiny_net.train()
+    tiny_net.features.eval()                  # e.g. a frozen feature extractor under a head being trained
+    before = {name: m.training for name, m in tiny_net.named_modules()}
+    classifier_features(tiny_net, torch.randn(2, 3, 64, 64))
+    assert {name: m.training for name, m in tiny_net.named_modules()} == before
+    assert tiny_net.training and not tiny_net.features.training and not tiny_net.features.conv1_1.training
+
+
+def test_classifier_features_runs_in_eval_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).train()
+    x = torch.randn(2, 3, 2, 2)
+    torch.testing.assert_close(classifier_features(net, x), classifier_features(net, x))   # dropout is off
+    assert net.training
+
+
+def test_classifier_features_checks_its_images(tiny_net):
+    with pytest.raises(TypeError, match=r"float64 but the model's weights are torch\.float32: .*x\.float\(\)"):
+        classifier_features(tiny_net, torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        classifier_features(tiny_net, torch.full((2, 3, 64, 64), float("nan")))
+    with pytest.raises(ValueError, match="greyscale or RGBA"):
+        classifier_features(tiny_net, torch.randn(2, 1, 64, 64))
+    assert classifier_features(tiny_net, torch.randn(3, 64, 64)).shape == (1, 16)   # one image, unbatched

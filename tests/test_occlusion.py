@@ -1,4 +1,5 @@
 """Occlusion saliency (course_lib.occlusion), checked against captum's ``Occlusion``."""
+import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion
@@ -122,9 +123,11 @@ def test_clear_errors(tiny_net):
         occlusion(tiny_net, [[0.0]], 0)
     with pytest.raises(ValueError, match="stride 9 is larger than the patch 8"):
         occlusion(tiny_net, x, 0, patch=8, stride=9)
-    for bad in [dict(patch=0), dict(stride=0), dict(batch_size=0), dict(patch=2.5)]:
-        with pytest.raises(ValueError, match="must be an int"):
+    for bad in [dict(patch=0), dict(stride=0), dict(batch_size=0)]:
+        with pytest.raises(ValueError, match="must be an int >= 1"):
             occlusion(tiny_net, x, 0, **bad)
+    with pytest.raises(TypeError, match="patch must be an int, got float 2.5"):   # a float is the wrong kind
+        occlusion(tiny_net, x, 0, patch=2.5)
     with pytest.raises(ValueError, match="fill"):
         occlusion(tiny_net, x, 0, fill="grey")
     with pytest.raises(ValueError, match="score"):
@@ -133,3 +136,37 @@ def test_clear_errors(tiny_net):
         occlusion(tiny_net, x, 10)
     with pytest.raises(ValueError, match="2 targets for 1 images"):
         occlusion(tiny_net, x, [1, 2])
+
+
+# --------------------------------------------------------------------------- issue 15: the shared checks
+
+
+def test_targets_are_class_indices_not_anything_int_accepts(tiny_net):
+    x = torch.randn(2, 3, 32, 32)
+    for bad in (2.7, True, "3", [1, 2.0]):
+        with pytest.raises(TypeError, match=r"target must be a class index \(an int\)"):
+            occlusion(tiny_net, x, bad, patch=16, stride=16, progress=False)
+    with pytest.raises(ValueError, match=r"target -1 is out of range: the model has 10 classes .*negative"):
+        occlusion(tiny_net, x, -1, patch=16, stride=16, progress=False)
+    one = occlusion(tiny_net, x, np.int64(3), patch=16, stride=16, progress=False)
+    assert torch.equal(one, occlusion(tiny_net, x, torch.tensor([3, 3]), patch=16, stride=16, progress=False))
+
+
+def test_float64_nan_and_empty_images_get_clear_errors(tiny_net):
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(TypeError, match=r"float64 but the model's weights are torch.float32: .*x\.float\(\)"):
+        occlusion(tiny_net, x.double(), 0, progress=False)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        occlusion(tiny_net, x, 0, progress=False)
+    with pytest.raises(ValueError, match="no images|empty"):
+        occlusion(tiny_net, torch.zeros(0, 3, 32, 32), 0, progress=False)
+
+
+def test_numpy_numbers_are_numbers(tiny_net):
+    x = torch.randn(1, 3, 32, 32)
+    ref = occlusion(tiny_net, x, 0, patch=16, stride=16, fill=0.5, progress=False)
+    assert torch.equal(occlusion(tiny_net, x, 0, patch=np.int64(16), stride=np.int32(16), fill=np.float32(0.5),
+                                 progress=False), ref)
+    with pytest.raises(ValueError, match="finite"):
+        occlusion(tiny_net, x, 0, fill=float("nan"), progress=False)

@@ -6,6 +6,7 @@ otherwise -- the objective rises, budgets and ranges hold, a seed fixes the resu
 is left as it was, blur removes high frequencies, a universal perturbation beats noise of the
 same norm, inversion from the first layer gives the image back.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -322,3 +323,43 @@ def test_psnr_ssim_of_identical_and_shifted_images():
     assert p == float("inf") and s == pytest.approx(1.0)
     p, s = INV.psnr_ssim((x + 0.1).clamp(0, 1), x)
     assert 15 < p < 25 and s < 1
+
+
+# --------------------------------------------------------------------------- issue 15: the shared checks in notebooks 05-08
+
+
+def test_float64_images_for_a_float32_model_get_a_clear_error(tiny_net):
+    """Not torch's "Input type (double) and bias type (float) should be the same"."""
+    x = torch.full((1, 3, 64, 64), 0.5, dtype=torch.float64)
+    match = r"torch\.float64 but the model's weights are torch\.float32: convert the image with x\.float\(\)"
+    for call in (lambda: A.fgsm(tiny_net, x, 0, eps=0.01), lambda: A.predict(tiny_net, x),
+                 lambda: CV.class_probabilities(tiny_net, x), lambda: DD.deepdream(tiny_net, x, "conv1_1", progress=False),
+                 lambda: INV.invert(tiny_net, x, "conv1_1", steps=1, progress=False),
+                 lambda: O.optimize(tiny_net, O.class_score(tiny_net, 0), O.PixelImage(x), steps=1, progress=False)):
+        with pytest.raises(TypeError, match=match):
+            call()
+
+
+def test_class_indices_are_checked_as_everywhere_else(tiny_net):
+    ok = torch.full((2, 3, 64, 64), 0.5)
+    for bad in (2.7, True, "3", [1, 2.0]):
+        with pytest.raises(TypeError, match=r"class must be a class index \(an int\)"):
+            O.class_score(tiny_net, bad)
+        with pytest.raises(TypeError, match=r"y must be a class index \(an int\)"):
+            A.fgsm(tiny_net, ok, bad, eps=0.01)
+    with pytest.raises(ValueError, match=r"class -1 is out of range: the model has 10 classes .*negative"):
+        CV.class_visualization(tiny_net, -1, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"target 10 is out of range"):
+        A.pgd(tiny_net, ok, torch.tensor([1, 10]), eps=0.01, targeted=True)
+    assert A.fgsm(tiny_net, ok, np.int64(3), eps=np.float32(0.01)).shape == ok.shape  # numpy scalars are fine
+
+
+def test_uint8_nan_and_empty_pixel_images(tiny_net):
+    with pytest.raises(TypeError, match=r"divide uint8 pixels by 255: x\.float\(\) / 255"):
+        A.predict(tiny_net, torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        DD.deepdream(tiny_net, torch.full((1, 3, 64, 64), float("nan")), "conv1_1", progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        INV.invert(tiny_net, torch.zeros(1, 3, 0, 0), "conv1_1", steps=1, progress=False)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        A.fgsm(tiny_net, torch.full((1, 3, 64, 64), 0.5), 0, eps=float("nan"))

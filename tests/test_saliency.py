@@ -486,3 +486,61 @@ def test_device_agnostic(tiny_net):
         assert gpu_map.device.type == "cuda"
         if method != "SmoothGrad":  # the GPU's random numbers differ from the CPU's
             torch.testing.assert_close(gpu_map.cpu(), cpu_map, rtol=1e-3, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- issue 15: the shared checks
+
+
+def test_nan_is_detected_not_explained(tiny_net):
+    """An all-NaN image used to be "predicted" as class 0, and a NaN pixel gave finite gradient maps."""
+    with pytest.raises(ValueError, match=r"NaN or infinite value\(s\).*finite number"):
+        S.predicted_class(tiny_net, torch.full((1, 3, 64, 64), float("nan")))
+    x = image_for(tiny_net)
+    x[0, 1, 10, 10] = float("nan")
+    for method in S.METHODS:
+        with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\)"):
+            S.compute_saliency(tiny_net, x, method, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        S.top_channels(tiny_net, x, "conv4_2")
+
+
+@pytest.mark.parametrize("dtype,match", [(torch.float64, r"float64 but the model's weights are torch\.float32: "
+                                                          r"convert the image with x\.float\(\)"),
+                                         (torch.uint8, "floating-point.*preprocess")])
+def test_other_dtypes_get_a_clear_error_not_torchs(tiny_net, dtype, match):
+    x = image_for(tiny_net).to(dtype)
+    for call in (lambda: S.vanilla_saliency(tiny_net, x, 0), lambda: S.predicted_class(tiny_net, x),
+                 lambda: S.guided_backprop(tiny_net, x, 0)):
+        with pytest.raises(TypeError, match=match):
+            call()
+
+
+def test_empty_image_is_refused_before_the_model_sees_it(tiny_net):
+    with pytest.raises(ValueError, match=r"empty \(shape \[1, 3, 0, 0\]\)"):
+        S.vanilla_saliency(tiny_net, torch.zeros(1, 3, 0, 0), 0)
+
+
+def test_top_channels_k(tiny_net):
+    x = image_for(tiny_net)
+    assert len(S.top_channels(tiny_net, x, "conv4_2", k=np.int64(3))) == 3
+    assert len(S.top_channels(tiny_net, x, "conv4_2", k=99)) == 16      # all of them
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            S.top_channels(tiny_net, x, "conv4_2", k=bad)
+    with pytest.raises(TypeError, match="k must be an int"):
+        S.top_channels(tiny_net, x, "conv4_2", k=2.0)
+
+
+def test_noise_level_may_be_a_numpy_number(tiny_net):
+    x = image_for(tiny_net)
+    ours = S.smoothgrad(tiny_net, x, 0, n_samples=3, noise_level=np.float32(0.25))
+    assert torch.equal(ours, S.smoothgrad(tiny_net, x, 0, n_samples=3, noise_level=0.25))
+    for bad, err in ((True, TypeError), (float("nan"), ValueError), (-0.1, ValueError), ("0.1", TypeError)):
+        with pytest.raises(err, match="noise_level must be"):
+            S.smoothgrad(tiny_net, x, 0, n_samples=3, noise_level=bad)
+
+
+@pytest.mark.parametrize("bad", [2.7, True, "3"])
+def test_targets_that_are_not_ints_are_refused_as_in_cam(tiny_net, bad):
+    with pytest.raises(TypeError, match=r"target must be a class index \(an int\)"):
+        S.gradient(tiny_net, image_for(tiny_net), bad)

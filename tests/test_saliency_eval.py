@@ -274,3 +274,27 @@ def test_grid_energy_rejects_bad_maps():
         E.grid_energy(torch.rand(100, 100))
     with pytest.raises(ValueError, match="2-D map"):
         E.grid_energy(torch.rand(1, 128, 128))
+
+
+# --------------------------------------------------------------------------- issue 15: targets
+
+
+def test_perturbation_curve_target_is_a_class_index(tiny_net):
+    """-1 used to be taken as the last class, 10 gave a bare IndexError."""
+    x, sal = image(), torch.rand(64, 64)
+    with pytest.raises(ValueError, match=r"target -1 is out of range: the model has 10 classes \(class indices 0..9\); "
+                                         r"negative indices do not count from the end"):
+        E.perturbation_curve(tiny_net, x, sal, -1)
+    with pytest.raises(ValueError, match=r"target 10 is out of range: the model has 10 classes"):
+        E.perturbation_curve(tiny_net, x, sal, 10)
+    for bad in (2.5, True, "3", None):
+        with pytest.raises(TypeError, match=r"target .*(class index|required)"):
+            E.perturbation_curve(tiny_net, x, sal, bad)
+    f, p = E.perturbation_curve(tiny_net, x, sal, np.int64(9), steps=4)
+    assert np.array_equal(p, E.perturbation_curve(tiny_net, x, sal, 9, steps=4)[1])
+
+
+def test_randomization_test_checks_its_target(tiny_net):
+    methods = {"gradient": lambda m, x, c: S.vanilla_saliency(m, x, c)}
+    with pytest.raises(ValueError, match="out of range"):
+        E.randomization_test(tiny_net, image(), methods, target=10, progress=False)

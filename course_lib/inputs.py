@@ -1,0 +1,259 @@
+"""The checks every module runs on what it is given: images, class targets, numbers.
+
+Two kinds of image travel through the course, both ``torch`` tensors:
+
+* a **normalized image** ``[1, 3, H, W]`` (or a batch ``[N, 3, H, W]``), what
+  :func:`course_lib.imaging.preprocess` returns and what the methods of notebooks 01-04
+  explain: :func:`check_image`;
+* a **pixel image** ``[N, 3, H, W]`` with values in ``[0, 1]``, what the optimisation
+  methods of notebooks 05-08 take and return: :func:`check_pixels`.
+
+Both take ``[3, H, W]`` as one image and return the 4-D tensor (a view, never a copy).
+Both refuse, with a message that says what to do instead: anything that is not a tensor
+(numpy arrays, PIL images, lists), the wrong number of dimensions or colour channels
+(greyscale, RGBA, channels last), a batch where one image is wanted, an empty image,
+integer pixels (``uint8``), NaN or infinite values, and, when the ``model`` is given, a
+floating-point type other than the model's (a ``float64`` image for a ``float32`` model).
+
+Indices and numbers: :func:`check_target` (a class index: an ``int``, numpy or torch
+integer in ``0 .. classes - 1``; floats, bools and strings are refused, never converted),
+:func:`check_index` (any index, e.g. a channel), :func:`check_int` and
+:func:`check_number` (parameters such as ``k``, ``size``, ``noise_level``; numpy scalars
+accepted, bools and NaN refused).
+
+Errors: ``TypeError`` for a value of the wrong kind, ``ValueError`` for one of the right
+kind whose value or shape is wrong.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+
+import numpy as np
+import torch
+
+ONE_IMAGE = "[1, 3, H, W]"
+BATCH = "[N, 3, H, W]"
+
+_MAKE = {
+    "normalized": "course_lib.imaging.preprocess(image, model) makes one from a PIL image or an H x W x 3 array",
+    "pixels": "course_lib.imaging.to_tensor(image)[None] makes one from a PIL image or an H x W x 3 array",
+}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def model_dtype(model) -> torch.dtype | None:
+    """The floating-point type of ``model``'s weights (None for a model without any)."""
+    if model is None:
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def check_model_dtype(model, x: torch.Tensor, name: str = "image") -> None:
+    """Raise a ``TypeError`` unless the floating tensor ``x`` has the type of ``model``'s weights
+    (instead of torch's "Input type (double) and bias type (float) should be the same")."""
+    want = model_dtype(model)
+    if want is not None and x.dtype != want:
+        how = "x.float()" if want == torch.float32 else f"x.to({want})"
+        raise TypeError(f"{name} is {x.dtype} but the model's weights are {want}: convert the image with {how}")
+
+
+def _image_tensor(x, name: str, kind: str, batch: bool, model) -> torch.Tensor:
+    """The shared part of :func:`check_image` and :func:`check_pixels`; returns ``x`` as 4-D."""
+    want = BATCH if batch else ONE_IMAGE
+    if kind == "pixels":
+        want += " of pixels in [0, 1]"
+    if not isinstance(x, torch.Tensor):
+        if isinstance(x, np.ndarray):
+            got = f"a numpy array of shape {x.shape}"
+            if kind == "normalized":
+                got += " (torch.from_numpy(array) if it is already normalized)"
+        else:
+            got = "a PIL image" if type(x).__module__.startswith("PIL") else type(x).__name__
+        raise TypeError(f"{name} must be a tensor {want}, got {got}; {_MAKE[kind]}")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape {want} (or [3, H, W] for one image), got shape {list(x.shape)}")
+    if x.shape[1] != 3:
+        hint = "a greyscale or RGBA image? convert it to RGB first (PIL: image.convert(\"RGB\"))"
+        if x.shape[-1] == 3:
+            hint = "channels last? put the channels first with x.permute(0, 3, 1, 2)"
+        raise ValueError(f"{name} must have 3 channels (RGB), shape {want}; got {x.shape[1]} "
+                         f"(shape {list(x.shape)}): {hint}")
+    if not batch and x.shape[0] != 1:
+        raise ValueError(f"{name} must be a single image {ONE_IMAGE}, got a batch of {x.shape[0]} "
+                         f"(shape {list(x.shape)}); pass the images one at a time, e.g. x[i:i + 1]")
+    if not x.is_floating_point():
+        fix = ("integer pixels are not a normalized image; " + _MAKE[kind]) if kind == "normalized" \
+            else "divide uint8 pixels by 255: x.float() / 255"
+        raise TypeError(f"{name} must be a floating-point (float) tensor, got dtype {x.dtype}: {fix}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(x.shape)}): it needs at least one image of at least "
+                         f"one pixel; check the crop or resize that made it")
+    bad = int((~torch.isfinite(x.detach())).sum())
+    if bad:
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s): every pixel must be a finite number; "
+                         f"check how the image was made (a division by zero, a diverged optimisation, torch.empty)")
+    check_model_dtype(model, x, name)
+    return x
+
+
+def check_image(x, name: str = "image", *, batch: bool = False, model=None) -> torch.Tensor:
+    """``x``, a normalized image tensor, as ``[1, 3, H, W]`` (``batch=True``: ``[N, 3, H, W]``).
+
+    Accepted: a finite floating-point tensor ``[1, 3, H, W]`` or ``[3, H, W]`` (with
+    ``batch=True`` also ``[N, 3, H, W]``, N >= 1), of ``model``'s floating type when
+    ``model`` is given. Anything else raises a ``TypeError`` or ``ValueError`` saying
+    what to do (see the module docstring). The values themselves are not range-checked:
+    normalized images have no fixed range.
+    """
+    return _image_tensor(x, name, "normalized", batch, model)
+
+
+def check_pixels(x, name: str = "image", *, model=None) -> torch.Tensor:
+    """``x``, pixel images with values in ``[0, 1]``, as ``[N, 3, H, W]``.
+
+    Accepted: a finite floating-point tensor ``[N, 3, H, W]`` or ``[3, H, W]`` with every value
+    in ``[0, 1]``, of ``model``'s floating type when ``model`` is given; anything else raises
+    a ``TypeError`` or ``ValueError`` saying what to do (a normalized image is refused:
+    :func:`course_lib.imaging.deprocess` undoes the normalisation).
+    """
+    x = _image_tensor(x, name, "pixels", True, model)
+    check_pixel_range(x, name)
+    return x
+
+
+def check_pixel_range(x: torch.Tensor, name: str = "image") -> None:
+    """Raise a ``ValueError`` unless ``x`` (a floating tensor) has pixels and every one is in ``[0, 1]``."""
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(x.shape)}): it needs at least one pixel")
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} contains NaN or infinite values: every pixel must be a number in [0, 1]")
+    lo, hi = float(x.detach().min()), float(x.detach().max())
+    if lo < 0 or hi > 1:
+        hint = ("pixels in 0..255? divide them by 255" if hi > 1 and lo >= 0
+                else "a normalized image? use course_lib.imaging.deprocess to undo the normalisation")
+        raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{lo:.3g}, {hi:.3g}] ({hint})")
+
+
+# --------------------------------------------------------------------------- indices and numbers
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool)
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None, what: str = "an int") -> int:
+    """``value`` as a Python ``int``: ints, numpy and (one-element) torch integers; bools and
+    floats (even ``2.0``) raise a ``TypeError``, values outside ``[low, high]`` a ``ValueError``.
+    ``what`` describes the wanted value in the type error."""
+    if _is_bool(value):
+        raise TypeError(f"{name} must be {what}, not a bool ({value!r})")
+    try:
+        i = operator.index(value)
+    except TypeError:
+        hint = f"; use int({value!r}) if you mean {int(value)}" if isinstance(value, float) and value.is_integer() else ""
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}{hint}") from None
+    if (low is not None and i < low) or (high is not None and i > high):
+        if low is not None and high is not None:
+            raise ValueError(f"{name} must be an int between {low} and {high}, got {i}")
+        raise ValueError(f"{name} must be an int {'>= ' + str(low) if low is not None else '<= ' + str(high)}, "
+                         f"got {i}")
+    return i
+
+
+def check_index(value, n: int, name: str, context: str, what: str = "indices", kind: str = "an int") -> int:
+    """``value`` as an index into ``n`` things (``0 .. n - 1``), else a clear error.
+
+    ``context`` says what has the ``n`` things (``"the model has 10 classes"``), ``what``
+    names the valid indices and ``kind`` the wanted value in the messages. Negative indices
+    are refused: they do not count from the end here.
+    """
+    i = check_int(value, name, what=kind)
+    if not 0 <= i < n:
+        neg = "; negative indices do not count from the end here" if i < 0 else ""
+        raise ValueError(f"{name} {i} is out of range: {context} ({what} 0..{n - 1}){neg}")
+    return i
+
+
+def check_channel(channel, n: int, layer: str) -> int:
+    """``channel`` as an index into the ``n`` channels of ``layer`` (:func:`check_index`)."""
+    return check_index(channel, n, "channel", f"layer {layer!r} has {n} channels", "channels")
+
+
+def check_target(target, num_classes: int | None, *, name: str = "target", allow_none: bool = True) -> int | None:
+    """A class index: ``target`` as an ``int`` in ``0 .. num_classes - 1`` (``None`` stays ``None``
+    when ``allow_none``: "the predicted class").
+
+    Accepted: ``int``, numpy integers, one-element integer tensors. Refused with a ``TypeError``:
+    floats (``2.7``, also ``2.0``), bools, strings (look a class name up with
+    ``model.class_names.index(name)``); with a ``ValueError``: indices outside the model's classes
+    (negative ones included). ``num_classes=None`` checks the type only.
+    """
+    if target is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} is required: give a class index (an int)")
+    if isinstance(target, str):
+        raise TypeError(f"{name} must be a class index (an int), got the string {target!r}; "
+                        f"find a class name's index with model.class_names.index(name)")
+    kind = "a class index (an int)"
+    if num_classes is None:
+        return check_int(target, name, what=kind)
+    return check_index(target, num_classes, name, f"the model has {num_classes} classes", "class indices", kind)
+
+
+def check_targets(target, num_classes: int, *, count: int | None = None, name: str = "target") -> list[int]:
+    """Class indices, one per image: ``target`` is one index (for every image) or a list, tuple,
+    array or tensor of them; each is checked by :func:`check_target`. With ``count`` (the number
+    of images) one index is repeated ``count`` times, and any other length than 1 or ``count``
+    raises a ``ValueError``."""
+    if isinstance(target, torch.Tensor) and target.ndim > 0:
+        targets = target.flatten().tolist()
+    elif isinstance(target, (list, tuple, np.ndarray)):
+        targets = list(target)
+    else:
+        targets = [target]
+    targets = [check_target(t, num_classes, name=name, allow_none=False) for t in targets]
+    if not targets:
+        raise ValueError(f"{name}: no class indices given")
+    if count is not None and len(targets) == 1:
+        targets = targets * count
+    if count is not None and len(targets) != count:
+        raise ValueError(f"got {len(targets)} targets for {count} images ({name}: give one class index, "
+                         f"or one per image)")
+    return targets
+
+
+def check_number(value, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, hint: str = "") -> float:
+    """``value`` as a finite Python ``float``: ints, floats, numpy scalars and one-element torch
+    tensors; bools raise a ``TypeError``, NaN, infinities and values outside ``[low, high]``
+    (``(low, high]`` with ``low_open``) a ``ValueError`` (``hint`` is added to range errors)."""
+    if _is_bool(value):
+        raise TypeError(f"{name} must be a number, not a bool ({value!r})")
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v}")
+    below = low is not None and (v <= low if low_open else v < low)
+    if below or (high is not None and v > high):
+        parts = ([f"{'>' if low_open else '>='} {low:g}"] if low is not None else []) + \
+                ([f"<= {high:g}"] if high is not None else [])
+        raise ValueError(f"{name} must be {' and '.join(parts)}, got {v:g}" + (f" ({hint})" if hint else ""))
+    return v
+
+
+__all__ = ["check_image", "check_pixels", "check_pixel_range", "check_model_dtype", "model_dtype",
+           "check_int", "check_index", "check_channel", "check_target", "check_targets",
+           "check_number"]
