@@ -12,8 +12,9 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from course_lib.imaging import (  # noqa: E402
-    denormalize, deprocess, make_grid, normalize, overlay_heatmap, preprocess, rescale,
-    show_heatmap, show_image, show_images, to_tensor)
+    MISTAKE, crop_padding, denormalize, deprocess, heatmap_scales, make_grid, normalize, overlay_heatmap,
+    prediction_title, preprocess, rescale, show_heatmap, show_heatmaps, show_image, show_image_groups, show_images,
+    to_tensor)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -370,3 +371,140 @@ def test_show_heatmap_draws_the_overlay(no_plt_show):
     ax = fig.axes[0]
     assert ax.get_title() == "cam" and not ax.axison
     np.testing.assert_allclose(ax.images[0].get_array(), overlay_heatmap(img, ramp(), alpha=0.3))
+
+
+# --------------------------------------------------------------------------- colour scales and titles
+
+def test_overlay_with_explicit_limits_keeps_a_weak_map_weak():
+    img = np.zeros((8, 10, 3))
+    weak = ramp() / 50                      # values -0.06 .. 0.1
+    expected = matplotlib.colormaps["jet"](np.clip(weak, 0, 1))[..., :3]
+    np.testing.assert_allclose(overlay_heatmap(img, weak, alpha=1.0, vmin=0, vmax=1), expected, atol=1e-12)
+    # by default the same map fills the whole colormap
+    np.testing.assert_allclose(overlay_heatmap(img, weak, alpha=1.0), matplotlib.colormaps["jet"](rescale(weak))[..., :3],
+                               atol=1e-12)
+    # one limit given: the other is the map's own
+    own_min = matplotlib.colormaps["jet"]((weak - weak.min()) / (1 - weak.min()))[..., :3]
+    np.testing.assert_allclose(overlay_heatmap(img, weak, alpha=1.0, vmax=1), own_min, atol=1e-12)
+    with pytest.raises(ValueError, match="vmax"):
+        overlay_heatmap(img, weak, vmin=1, vmax=0)
+
+
+def test_heatmap_scales_shared_each_groups_clip_and_symmetric():
+    a, b = np.array([[0.0, 1.0]]), np.array([[0.5, 4.0]])
+    assert heatmap_scales([a, b]) == [(0.0, 4.0), (0.0, 4.0)]
+    assert heatmap_scales([a, b], "each") == [(0.0, 1.0), (0.0, 4.0)]
+    assert heatmap_scales([a, b, a], ["g", "h", "g"]) == [(0.0, 1.0), (0.0, 4.0), (0.0, 1.0)]
+    assert heatmap_scales([a - 2, b]) == [(-2.0, 4.0), (-2.0, 4.0)]          # lo: the smallest value, if below 0
+    assert heatmap_scales([a - 2, b], symmetric=True) == [(-4.0, 4.0), (-4.0, 4.0)]
+    assert heatmap_scales([a, b], vmin=-1, vmax=2) == [(-1.0, 2.0), (-1.0, 2.0)]
+    clipped = heatmap_scales([np.arange(101.0).reshape(1, -1)], clip=0.9)
+    assert clipped == [(0.0, 90.0)]
+    with pytest.raises(ValueError, match="normalize"):
+        heatmap_scales([a], "global")
+    with pytest.raises(ValueError, match="2 maps but 1 group"):
+        heatmap_scales([a, b], ["g"])
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_scales([np.zeros((1, 2, 2))])
+
+
+def colorbars(fig):
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_show_heatmaps_shared_draws_every_map_on_one_scale_with_one_colour_bar(no_plt_show):
+    img = np.zeros((8, 10, 3))
+    strong, weak = ramp() + 3, (ramp() + 3) / 10                        # 0..8 and 0..0.8
+    fig = show_heatmaps({"strong": strong, "weak": weak}, img, alpha=1.0, label="score")
+    image_ax, strong_ax, weak_ax = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [image_ax.get_title(), strong_ax.get_title(), weak_ax.get_title()] == ["image", "strong", "weak"]
+    jet = matplotlib.colormaps["jet"]
+    np.testing.assert_allclose(weak_ax.images[0].get_array(), jet(weak / 8)[..., :3], atol=1e-12)
+    np.testing.assert_allclose(strong_ax.images[0].get_array(), jet(strong / 8)[..., :3], atol=1e-12)
+    (bar,) = colorbars(fig)
+    assert "shared scale" in bar.get_ylabel() and "score" in bar.get_ylabel()
+    assert bar.get_ylim() == pytest.approx((0.0, 8.0))
+
+
+def test_show_heatmaps_each_says_own_scale_and_draws_raw_maps(no_plt_show):
+    a, b = ramp(), 10 * ramp()
+    fig = show_heatmaps([a, b], normalize="each", titles=["a", "b"], cmap="gray")
+    bars = colorbars(fig)
+    assert len(bars) == 2 and all("own scale" in bar.get_ylabel() for bar in bars)
+    assert [bar.get_ylim() for bar in bars] == [pytest.approx((-3.0, 5.0)), pytest.approx((-30.0, 50.0))]
+    maps = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.images[0].get_clim() for ax in maps] == [(-3.0, 5.0), (-30.0, 50.0)]
+
+
+def test_show_heatmaps_groups_images_and_clipping(no_plt_show):
+    imgs = [np.zeros((8, 10, 3)), np.ones((8, 10, 3))]
+    fig = show_heatmaps([ramp(), ramp()], imgs, overlay=False, clip=0.5, titles=["x", "y"])
+    maps = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(maps) == 4 and len(maps[0].images[0].get_array().shape) == 3   # images on top, maps below
+    (bar,) = colorbars(fig)
+    assert bar._colorbar.extend == "max"                                       # values above the clip
+    fig = show_heatmaps([ramp(), ramp(), ramp()], normalize=["u", "u", "v"], label={"u": "gradient", "v": "IG"})
+    labels = sorted(bar.get_ylabel() for bar in colorbars(fig))
+    assert labels == ["IG, own scale", "gradient, shared scale"]
+    with pytest.raises(ValueError, match="2 maps but 1 images"):
+        show_heatmaps([ramp(), ramp()], [imgs[0]])
+
+
+def test_show_heatmap_colour_bar_shows_the_scale(no_plt_show):
+    img = np.zeros((8, 10, 3))
+    fig = show_heatmap(img, ramp(), alpha=1.0, vmin=0, vmax=10, colorbar=True, label="drop")
+    (bar,) = colorbars(fig)
+    assert bar.get_ylim() == pytest.approx((0.0, 10.0)) and bar.get_ylabel() == "drop"
+    expected = matplotlib.colormaps["jet"](np.clip(ramp() / 10, 0, 1))[..., :3]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), expected, atol=1e-12)
+
+
+def test_prediction_title_shows_the_truth_and_flags_mistakes_in_red(no_plt_show):
+    assert prediction_title("tench", "tench", 0.514) == "pred: tench 51% ✓\ntrue: tench"
+    wrong = prediction_title("cassette player", "chain saw", 0.75)
+    assert wrong == "pred: cassette player 75% ✗\ntrue: chain saw" and MISTAKE in wrong
+    assert prediction_title("church") == "pred: church"
+    fig = show_images([random_image(), random_image()], [wrong, prediction_title("tench", "tench")])
+    red, plain = (ax.title.get_color() for ax in fig.axes)
+    assert matplotlib.colors.same_color(red, "tab:red") and not matplotlib.colors.same_color(plain, "tab:red")
+
+
+def test_show_images_shrinks_long_titles_to_fit_their_cells(no_plt_show):
+    long = ["said cassette player 75%", "said garbage truck 74%"]
+    fig = show_images([random_image(7, 7), random_image(7, 7)], long, size=2.0)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    a, b = (ax.title.get_window_extent(renderer) for ax in fig.axes)
+    assert a.x1 <= b.x0                     # the titles do not run into each other
+    short = show_images([random_image(7, 7)], ["tench"])
+    assert short.axes[0].title.get_fontsize() == 12
+
+
+def test_crop_padding_removes_the_grey_border_only():
+    patch = np.full((6, 7, 3), 0.5)
+    patch[1:4, 2:7] = np.random.default_rng(0).random((3, 5, 3))
+    np.testing.assert_array_equal(crop_padding(patch, 0.5), patch[1:4, 2:7])
+    nan = np.full((4, 4), np.nan)
+    nan[2:, :3] = 1.0
+    np.testing.assert_array_equal(crop_padding(nan), np.ones((2, 3)))
+    assert crop_padding(np.full((3, 3), 0.5), 0.5).shape == (3, 3)
+
+
+def test_show_image_groups_one_block_per_group(no_plt_show):
+    groups = {"ch 1": [random_image(5, 5, seed=k) for k in range(4)], "ch 2 ✗": [random_image(3, 5)]}
+    fig = show_image_groups(groups, per_row=2, ncols=2)
+    blocks = fig.subfigs
+    assert [b._suptitle.get_text() for b in blocks] == ["ch 1", "ch 2 ✗"]
+    assert sum(len(ax.images) for ax in blocks[0].axes) == 4 and sum(len(ax.images) for ax in blocks[1].axes) == 1
+    assert matplotlib.colors.same_color(blocks[1]._suptitle.get_color(), "tab:red")
+
+
+def test_show_heatmaps_titles_each_image_of_a_list(no_plt_show):
+    imgs = [random_image(8, 10, seed=k) for k in range(2)]
+    wrong = prediction_title("golf ball", "tench", 0.5)
+    fig = show_heatmaps([ramp(), ramp()], imgs, overlay=False, titles=["m1", "m2"], image_title=[wrong, "b"])
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels] == [wrong, "b", "m1", "m2"]
+    assert matplotlib.colors.same_color(panels[0].title.get_color(), "tab:red")
+    with pytest.raises(ValueError, match="2 images but 1 image titles"):
+        show_heatmaps([ramp(), ramp()], imgs, overlay=False, image_title=["a"])
