@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -40,9 +42,11 @@ from nbconvert.exporters import NotebookExporter
 from nbformat.v4 import new_markdown_cell, new_output
 from traitlets import Bool, Integer, List, Unicode
 
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from . import hide, protocol, sandbox
+from .collect import grader_notes, quote, read_regular, why_unsafe
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_NOTEBOOK_BYTES = 32 << 20
@@ -180,10 +184,6 @@ def clean_submission(data) -> tuple[nbformat.NotebookNode, list[str], list[str] 
     whose source or marks cannot be read, is left out; marks of the wrong type are ignored; the
     notebook's own metadata (``metadata.grader`` included) is not taken. Returns it, the notes, and
     the keys of the submission's ``metadata.grader`` (None: it has none; ``["?"]``: not a mapping)."""
-    import math
-
-    from .collect import quote
-
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise ValueError("it has no list of cells")
     notes = []
@@ -251,10 +251,6 @@ def read_submission(filename: str) -> tuple[nbformat.NotebookNode, list[str], st
     keys of its metadata.grader)`` (see :func:`clean_submission`).
     Values nested deeper than :data:`MAX_JSON_DEPTH` are dropped before parsing (no recursion on
     the file's structure); raises ValueError (or another exception) if it cannot be read at all."""
-    import hashlib
-
-    from .collect import read_regular
-
     data = read_regular(filename, MAX_NOTEBOOK_BYTES)
     digest = hashlib.sha256(data).hexdigest()
     text = data.decode("utf-8")
@@ -281,8 +277,6 @@ class TolerantNotebookExporter(NotebookExporter):
     the grader's own output, as it is."""
 
     def from_filename(self, filename, resources=None, **kw):
-        from .collect import quote
-
         sanitizing = getattr(self.parent, "_sanitizing", None)  # nbgrader's Autograde: which pass this is
         if sanitizing is None:  # (not known: only the autograded folder holds the grader's own output)
             cd = getattr(self.parent, "coursedir", None)
@@ -334,8 +328,6 @@ class RebuildFromSource(NbGraderPreprocessor):
     with the reason."""
 
     def source_path(self, resources) -> Path:
-        from nbgrader.coursedir import CourseDirectory
-
         cd = CourseDirectory(parent=self)
         nbg = resources["nbgrader"]
         folder = cd.format_path(cd.source_directory, ".", nbg["assignment"])
@@ -356,8 +348,6 @@ class RebuildFromSource(NbGraderPreprocessor):
                 notes += more
             return self._rebuild(nb, resources, notes, info.get("grader_keys"))
         except Exception as e:  # noqa: BLE001 - RecursionError included: the student still gets a record
-            from .collect import quote
-
             self.log.exception("Could not rebuild %s", info.get("path"))
             note = (f"Your notebook could not be processed ({quote(f'{type(e).__name__}: {e}', 200)}); it was "
                     f"graded as an empty notebook.")
@@ -365,10 +355,6 @@ class RebuildFromSource(NbGraderPreprocessor):
 
     def _refusal(self, resources, info) -> str | None:
         """Why this notebook must not be graded under its student id (None: it may)."""
-        from nbgrader.coursedir import CourseDirectory
-
-        from .collect import quote, why_unsafe
-
         nbg = resources.get("nbgrader", {})
         names = [(what, nbg.get(key)) for what, key in (("student id", "student"), ("exercise name", "assignment"),
                                                          ("notebook name", "notebook"))]
@@ -399,10 +385,6 @@ class RebuildFromSource(NbGraderPreprocessor):
     def _grader_notes(self, resources, info) -> list[str]:
         """The grader's notes on this submission (``<course>/.grader-notes``, written by ``grader scrub``
         and ``grader autograde``), if they are about the notebook being graded."""
-        from nbgrader.coursedir import CourseDirectory
-
-        from .collect import grader_notes
-
         nbg = resources.get("nbgrader", {})
         try:
             root = CourseDirectory(parent=self).root
@@ -413,8 +395,6 @@ class RebuildFromSource(NbGraderPreprocessor):
             return []
 
     def _rebuild(self, nb, resources, notes, grader_keys=None):
-        from .collect import quote
-
         source = nbformat.read(self.source_path(resources), as_version=4)
         ours = source.metadata.get("grader", {})
         if grader_keys and set(grader_keys) - set(ours if isinstance(ours, dict) else ()):
