@@ -163,26 +163,13 @@ def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int =
 
 def cached_universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int = 5, batch_size: int = 32,
                                   seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """:func:`universal_perturbation`, cached in ``data/cache/`` under a key made of the model's
-    weights, the images, ``xi``, ``epochs``, ``batch_size`` and ``seed`` (a retrained model or
-    other images compute it again)."""
-    import hashlib
+    """:func:`universal_perturbation`, computed once and then read from ``data/cache/results/``
+    (:func:`course_lib.cache.remember`: the key covers the model's weights, the images, ``xi``,
+    ``epochs``, ``batch_size``, ``seed`` and the library's source)."""
+    from .cache import remember
 
-    from .data import data_dir
-
-    h = hashlib.sha256()
-    for t in [*(p.detach().cpu() for p in model.parameters()), images.cpu()]:
-        h.update(t.contiguous().numpy().tobytes())
-    h.update(repr((xi, epochs, batch_size, seed)).encode())
-    path = data_dir() / "cache" / f"uap_{h.hexdigest()[:16]}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    v = universal_perturbation(model, images, xi, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(v, tmp)
-    tmp.replace(path)
-    return v
+    return remember(universal_perturbation, model, images, xi, epochs=epochs, batch_size=batch_size, seed=seed,
+                    progress=progress)
 
 
 def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, batch_size: int = 100) -> float:

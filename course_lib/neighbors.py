@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache import weights_hash
 from .data import data_dir
 from .imaging import fit_to_square, normalize, to_tensor
 from .inputs import check_image, check_int
@@ -155,16 +156,6 @@ class FeatureSet:
     def images(self, rows) -> list[np.ndarray]:
         """The images ``rows`` as ``S x S x 3`` float arrays in ``[0, 1]``, for display."""
         return [p.permute(1, 2, 0).numpy() / 255 for p in self.pixels[rows]]
-
-
-def weights_hash(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer of ``model`` (names, shapes, dtypes and values)."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def cache_key(model: nn.Module, dataset, indices, layer: str) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache import weights_hash
 from .inputs import check_channel, check_image, check_int
 from .models import BlurMaxPool2d, eval_mode, get_layer, lecture_names
 
@@ -253,16 +254,6 @@ class ActivationScan:
         return out
 
 
-def _weights_hash(model: nn.Module) -> str:
-    """sha256 of the model's class name and every parameter and buffer (names, shapes, values)."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for name, t in model.state_dict().items():
-        a = t.detach().cpu().contiguous().numpy()
-        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
-        h.update(memoryview(a.reshape(-1)).cast("B"))
-    return h.hexdigest()
-
-
 def _image_set_key(dataset, indices) -> str | None:
     """A key naming the scanned images (file names and labels), or None if the data set cannot say."""
     samples = getattr(dataset, "samples", None)
@@ -328,7 +319,7 @@ def scan_activations(model: nn.Module, dataset, layers, indices=None, batch_size
     files, scans = {}, {}
     image_key = _image_set_key(dataset, idx) if cache else None
     if image_key is not None:
-        parts = f"{_weights_hash(model)}|{size}|{getattr(model, 'mean', '')}|{getattr(model, 'std', '')}|{image_key}"
+        parts = f"{weights_hash(model)}|{size}|{getattr(model, 'mean', '')}|{getattr(model, 'std', '')}|{image_key}"
         for n in names:
             files[n] = _cache_file(model, n, parts)
             if files[n].exists():
