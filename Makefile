@@ -1,8 +1,9 @@
 # Visualizing and Understanding CNNs -- every set-up step lives here.
 #
 #   make lab    set up (venv, dependencies, data) and open the course in JupyterLab
-#   make test   set up, then run every test, including every notebook (fast mode)
-#   make book   set up, then run every notebook with its real settings and render HTML to build/
+#   make test   set up, then run every test, including every notebook in JupyterLab in Chromium (fast mode)
+#   make book   set up, then run every notebook with its real settings and build the course website
+#               into build/site/ (open build/site/index.html)
 #
 # Data comes from ../shared/data when that local mirror exists (COURSE_DATA_MIRROR),
 # otherwise from the internet; either way every file is checked against its sha256.
@@ -16,7 +17,7 @@ export MPLBACKEND ?= Agg
 
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: lab test book setup data clean
+.PHONY: lab test book setup data clean book-setup chromium
 
 setup: $(VENV)/.installed
 
@@ -34,14 +35,45 @@ data: setup
 lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/00_introduction.ipynb
 
-test: data grader-setup
-	COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
+test: data grader-setup book-setup chromium
+	COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
-book: data
-	env -u COURSE_FAST $(BIN)/python tools/book.py build --out build $(NOTEBOOKS)
+book: data book-setup
+	env -u COURSE_FAST $(BIN)/python tools/book.py build --jobs $(BOOK_JOBS) --out build $(NOTEBOOKS)
+
+# the website builder (Jupyter Book 1.x) lives in a venv of its own
+BOOK_VENV := .venv-book
+BOOK_JOBS ?= 2   # notebooks run side by side by `make book` (each kernel gets cores/jobs threads)
+book-setup: $(BOOK_VENV)/.installed
+
+$(BOOK_VENV)/.installed: requirements-book.txt
+	$(call venv,$(BOOK_VENV),requirements-book.txt)
+
+# the browser of the browser test (tests/test_browser.py); or COURSE_CHROMIUM=<a Chromium/Chrome binary>
+chromium:
+ifndef COURSE_CHROMIUM
+	$(call system-package,chromium,chromium,The browser test)
+endif
+
+# a venv made from a requirements file: $(call venv,FOLDER,REQUIREMENTS)
+define venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -r $(2)
+	touch $@
+endef
+
+# a system package, installed with apt-get when missing and we may (root):
+# $(call system-package,COMMAND,PACKAGE,WHO NEEDS IT)
+define system-package
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); \
+	  else echo "$(3) needs $(2): sudo apt-get install $(2) (or your system's package)"; exit 1; fi; }
+endef
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(BOOK_VENV)
 
 # ---------------------------------------------------------------------------------------------
 # Exercises (nbgrader), for instructors -- see "For instructors" in README.md.
@@ -64,17 +96,11 @@ NBGRADER     := cd exercises && PATH="$(GRADER_BIN):$$PATH" OMP_NUM_THREADS=1 $(
 grader-setup: $(GRADER_VENV)/.installed bubblewrap
 
 $(GRADER_VENV)/.installed: requirements-grader.txt
-	test -x $(GRADER_VENV)/bin/python || $(PYTHON) -m venv $(GRADER_VENV)
-	$(GRADER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(GRADER_VENV)/bin/python -m pip install --quiet -r requirements-grader.txt
-	touch $@
+	$(call venv,$(GRADER_VENV),requirements-grader.txt)
 
-# the sandbox for students' code; installed here when missing and we may (root + apt)
+# the sandbox for students' code
 bubblewrap:
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
-	  else echo "Grading needs bubblewrap: sudo apt-get install bubblewrap (or your system's package)"; exit 1; fi; }
+	$(call system-package,bwrap,bubblewrap,Grading)
 
 release: grader-setup
 	$(NBGRADER) generate_assignment "*" --force

@@ -8,6 +8,18 @@ import torch
 
 matplotlib.use("Agg")
 
+# `make test` runs the tests in two processes (pytest-xdist, `-n 2 --dist loadfile
+# --no-loadscope-reorder`: each file in one process, so module fixtures such as the browser test's
+# JupyterLab server are made once), with OMP_NUM_THREADS=1 so that the two never fight over the two
+# cores. The two longest files start first, one in each process: the browser test (CPU-bound) and the
+# exercise grading cycle (mostly waiting for sandboxes); the other grader files follow, then the rest.
+FIRST = ["test_browser.py", "test_exercises.py", "test_grader_attacks.py", "test_submission_input.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))   # stable: file order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def course_model():
@@ -32,3 +44,4 @@ def val_set():
     from course_lib.data import imagenette
 
     return imagenette("val")
+

@@ -1,4 +1,4 @@
-"""House rules every course notebook must follow (nbval executes them separately)."""
+"""House rules every course notebook must follow (tests/test_browser.py runs them, in JupyterLab)."""
 from pathlib import Path
 
 import nbformat
