@@ -5,11 +5,12 @@ saves it in ``data/cache/results/``; later calls with the same key read it back.
 
     K = sha256( f's module and name,  the source of course_lib (and of f's module),  every argument )
 
-where a model counts by its structure (``repr``) and :func:`weights_hash` (every parameter and
-buffer), a tensor by its shape, dtype and bytes, a PIL image by its size, mode and bytes, a list,
-tuple or dict by its items, and anything else by ``repr``. Retraining the model, editing the
-library or changing any argument gives another key, so for a seeded (deterministic) call a
-cached result is exactly what the call would return now. Arguments named ``callback``,
+with every parameter named and its default filled in (``f(x)`` and ``f(x, steps=100)`` are the same
+call when 100 is the default). A model counts by its structure (``repr``) and :func:`weights_hash`
+(every parameter and buffer), a tensor by its shape, dtype and bytes, a PIL image by its size, mode
+and bytes, a list, tuple or dict by its items, and anything else by ``repr``. Retraining the
+model, editing the library or changing any argument gives another key, so for a seeded
+(deterministic) call a cached result is exactly what the call would return now. Arguments named ``callback``,
 ``progress`` or ``every`` only show progress: they are left out of the key, and a call answered
 from the cache shows no progress.
 
@@ -91,11 +92,17 @@ def _feed(h, value) -> None:
 
 
 def key(fn, args, kwargs) -> str:
-    """The cache key of ``fn(*args, **kwargs)`` (progress-only arguments left out)."""
+    """The cache key of ``fn(*args, **kwargs)``: every parameter by name, defaults filled in (so
+    ``f(x)`` and ``f(x, steps=100)`` share a key when 100 is the default), progress-only ones left out."""
     h = hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode())
     h.update(_source_hash(fn).encode())
-    _feed(h, list(args))
-    _feed(h, {k: v for k, v in kwargs.items() if k not in NOT_IN_KEY})
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        named = dict(bound.arguments)
+    except (TypeError, ValueError):   # no signature to bind to: the arguments as given
+        named = {"*args": list(args), **kwargs}
+    _feed(h, {k: v for k, v in named.items() if k not in NOT_IN_KEY})
     return h.hexdigest()
 
 

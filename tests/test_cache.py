@@ -117,3 +117,13 @@ def test_a_result_that_cannot_be_kept_safely_is_refused():
 
     with pytest.raises(TypeError, match=r"result of <lambda>\[1\] is a numpy.ndarray"):
         cache.remember(lambda: (1, np.zeros(2)))
+
+
+def test_a_default_given_or_not_is_the_same_call():
+    m, x = net(), torch.randn(2, 4)
+    cache.remember(slow_sum, m, x)
+    cache.remember(slow_sum, m, x, scale=1.0, seed=0)      # the defaults, spelled out
+    cache.remember(slow_sum, model=m, x=x)                 # by name
+    assert CALLS == [1.0]
+    cache.remember(slow_sum, m, x, scale=1.5)
+    assert CALLS == [1.0, 1.5]
