@@ -10,9 +10,9 @@ call when 100 is the default). A model counts by its structure (``repr``) and :f
 (every parameter and buffer), a tensor by its shape, dtype and bytes, a PIL image by its size, mode
 and bytes, a list, tuple or dict by its items, and anything else by ``repr``. Retraining the
 model, editing the library or changing any argument gives another key, so for a seeded
-(deterministic) call a cached result is exactly what the call would return now. Arguments named ``callback``,
-``progress`` or ``every`` only show progress: they are left out of the key, and a call answered
-from the cache shows no progress.
+(deterministic) call a cached result is exactly what the call would return now. Arguments named
+``callback``, ``progress`` or ``every`` only show progress: they are left out of the key, and a call
+answered from the cache shows no progress.
 
 What is kept is the result as plain data: tensors (detached, without attributes such as the
 ``.history`` of an optimisation), numbers, strings, ``None``, and lists, tuples and dicts of these;
@@ -25,6 +25,7 @@ else (a numpy array, an object) is refused with a TypeError: it could not be rea
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -44,25 +45,34 @@ def enabled() -> bool:
     return os.environ.get("COURSE_CACHE", "1").strip() != "0"
 
 
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """Shape, dtype and raw bytes of a tensor, for hashing."""
+    t = t.detach().cpu().contiguous()
+    return f"{tuple(t.shape)}:{t.dtype};".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def weights_hash(model: nn.Module) -> str:
     """sha256 of every parameter and buffer of ``model`` (names, shapes, dtypes and values)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{name}:".encode() + _tensor_bytes(t))
+    return h.hexdigest()
+
+
+@functools.cache
+def _package_hash() -> str:
+    """sha256 of course_lib's source, read once per process (the code that is running)."""
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()
 
 
 def _source_hash(fn) -> str:
-    h = hashlib.sha256()
-    files = sorted(PACKAGE.glob("*.py"))
     own = inspect.getsourcefile(fn)
     if own and Path(own).resolve().parent != PACKAGE:
-        files.append(Path(own))
-    for f in files:
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
+        return hashlib.sha256(_package_hash().encode() + Path(own).read_bytes()).hexdigest()
+    return _package_hash()
 
 
 def _feed(h, value) -> None:
@@ -72,8 +82,7 @@ def _feed(h, value) -> None:
     if isinstance(value, nn.Module):
         h.update(b"module" + repr(value).encode() + weights_hash(value).encode())
     elif isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        h.update(f"tensor{tuple(t.shape)}{t.dtype}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(b"tensor" + _tensor_bytes(value))
     elif isinstance(value, np.ndarray):
         h.update(f"array{value.shape}{value.dtype}".encode() + np.ascontiguousarray(value).tobytes())
     elif isinstance(value, Image.Image):

@@ -115,6 +115,8 @@ def run(paths, out_dir: Path, cell_timeout: int, jobs: int = 1) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    from course_lib.cache import enabled as cache_enabled
+
     paths = [Path(p) for p in paths]
     (out_dir / "executed").mkdir(parents=True, exist_ok=True)
     (out_dir / "html").mkdir(parents=True, exist_ok=True)
@@ -135,10 +137,6 @@ def run(paths, out_dir: Path, cell_timeout: int, jobs: int = 1) -> dict:
                           "mode": "fast" if os.environ.get("COURSE_FAST") == "1" else "real settings"}
             record.write_text(json.dumps(seen, indent=1, sort_keys=True))
     return times
-
-
-def cache_enabled() -> bool:
-    return os.environ.get("COURSE_CACHE", "1").strip() != "0"
 
 
 # ------------------------------------------------------------------------------ the site
