@@ -22,9 +22,8 @@ navigation it needs out of the box (a book-style sidebar, previous/next links, a
 per page, search), renders executed notebooks without re-running them, and embeds ipywidgets
 from the saved widget state with a configurable (here: local) HTML manager.
 
-Why not plain ``jupyter nbconvert --execute`` for running: with widget cells, nbclient sometimes
-misses the kernel's execute reply and waits forever (jupyter/nbclient#312). Here the wait for the
-reply is done in one-second slices, so a missed wake-up costs a second.
+Running uses nbclient, as ``jupyter nbconvert --execute`` does, with the course's kernel manager
+(:mod:`course_lib.headless`: without it a widget cell can lose its execute reply, jupyter/nbclient#312).
 """
 import argparse
 import hashlib
@@ -38,7 +37,6 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
-from queue import Empty
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
@@ -65,32 +63,6 @@ CDN = {  # what the site links to when the files above cannot be fetched
 
 # ------------------------------------------------------------------------------ running notebooks
 
-def sliced_wait_client():
-    from nbclient import NotebookClient
-
-    class SlicedWaitClient(NotebookClient):
-        """A NotebookClient whose shell-channel waits are cut into short slices."""
-
-        async def async_start_new_kernel_client(self):
-            kc = await super().async_start_new_kernel_client()
-            wait = kc.shell_channel.get_msg
-
-            async def get_msg(timeout=None):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while True:
-                    left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-                    try:
-                        return await wait(timeout=left)
-                    except Empty:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise
-
-            kc.shell_channel.get_msg = get_msg
-            return kc
-
-    return SlicedWaitClient
-
-
 def run_one(path: Path, out_dir: Path, cell_timeout: int, threads: int | None = None) -> float:
     """Execute one notebook; write ``executed/<name>.ipynb`` and ``html/<name>.html``; its seconds."""
     import nbformat
@@ -101,8 +73,12 @@ def run_one(path: Path, out_dir: Path, cell_timeout: int, threads: int | None = 
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     t = time.time()
     nb = nbformat.read(path, as_version=4)
-    sliced_wait_client()(nb, timeout=cell_timeout, kernel_name="python3", store_widget_state=True,
-                         resources={"metadata": {"path": str(path.parent)}}).execute()
+    from nbclient import NotebookClient
+
+    from course_lib.headless import KernelManager   # no lost execute replies (jupyter/nbclient#312)
+
+    NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", store_widget_state=True,
+                   kernel_manager_class=KernelManager, resources={"metadata": {"path": str(path.parent)}}).execute()
     nbformat.write(nb, out_dir / "executed" / path.name)
     page, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / "html" / path.with_suffix(".html").name).write_text(page, encoding="utf-8")
