@@ -17,16 +17,17 @@ export MPLBACKEND ?= Agg
 
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: lab test book setup data clean book-setup chromium
+.PHONY: lab test test-models book setup data clean book-setup chromium
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-test.txt requirements-test-nodeps.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-test.txt requirements-test-nodeps.txt pyproject.toml course_lib/headless.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-test-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m course_lib.headless   # nbconvert/jupyter execute: no lost replies (jupyter/nbclient#312)
 	touch $@
 
 data: setup
@@ -36,7 +37,12 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/00_introduction.ipynb
 
 test: data grader-setup book-setup chromium
-	COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not model_switch" tests
+
+# every notebook with resnet18 and vgg16 (random weights in a temporary TORCH_HOME, smoke setting;
+# tests/test_model_switch.py): about 8 minutes on 2 cores, so apart from `make test`; CI runs both
+test-models: data
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist load -m model_switch tests/test_model_switch.py
 
 book: data book-setup
 	env -u COURSE_FAST $(BIN)/python tools/book.py build --jobs $(BOOK_JOBS) --out build $(NOTEBOOKS)

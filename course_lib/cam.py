@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inputs import check_image, check_int, check_target
-from .models import eval_mode, lecture_names, record_activations
+from .models import eval_mode, last_conv_stage, lecture_names, record_activations
 
 
 class CAMNotApplicableError(ValueError):
@@ -168,17 +168,16 @@ def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, relu: bool
 # --------------------------------------------------------------------------- Grad-CAM
 
 def default_cam_layer(model: nn.Module) -> str:
-    """The last convolutional stage's output: the usual Grad-CAM layer (lecture name or module path)."""
-    names = lecture_names(model)
-    relus = [n for n in names if n.startswith("relu") and names[n].startswith("features")]
-    if relus:
-        return relus[-1]                                # course model: relu4_2, VGG16: relu5_3
-    if hasattr(model, "layer4"):
-        return "layer4"                                 # ResNets
-    convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no conv layer; pass layer= explicitly")
-    return convs[-1]
+    """The last convolutional stage's output: the usual Grad-CAM layer (course model: ``relu4_2``, VGG16:
+    ``relu5_3``, ResNet: ``layer4``, ...: :func:`course_lib.models.last_conv_stage`); for another model
+    its last ``nn.Conv2d``."""
+    try:
+        return last_conv_stage(model)
+    except ValueError:
+        convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"{type(model).__name__} has no conv layer; pass layer= explicitly") from None
+        return convs[-1]
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target: int | None = None,

@@ -171,9 +171,14 @@ def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
     * VGG: ``conv{block}_{i}``, ``relu{block}_{i}``, ``pool{block}`` in ``features``
       (a block ends at each max-pool), ``fc6, relu6, drop6, fc7, relu7, drop7, fc8``
       in ``classifier``;
-    * AlexNet: ``conv1..conv5``, ``relu1..relu5``, ``pool1, pool2, pool5``, then as VGG.
+    * AlexNet: ``conv1..conv5``, ``relu1..relu5``, ``pool1, pool2, pool5``, then as VGG;
+    * ResNet: the stem ``conv1, bn1, relu1, pool1``, the four stages ``layer1..layer4`` (each the
+      output of its last residual block), ``gap`` (global average pooling) and ``fc``;
+    * SqueezeNet: ``conv1, relu1, pool1``, the Fire modules ``fire2..fire9`` with the pools
+      between them named after the module before (``pool3``, ``pool5``: v1.1's places), then
+      the classifier's 1x1 ``conv10, relu10`` and ``gap`` (its class scores: no ``fc``).
 
-    Every model also gets ``fc`` for the layer that outputs the class scores.
+    Every model with a linear classifier also gets ``fc`` for the layer that outputs the class scores.
     """
     names: "OrderedDict[str, str]" = OrderedDict()
     if isinstance(model, CourseNet):
@@ -214,7 +219,64 @@ def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
                 if isinstance(m, (nn.ReLU,)):
                     n += 1
             names["fc"] = last
+    elif kind == "ResNet":
+        names.update(conv1="conv1", bn1="bn1", relu1="relu", pool1="maxpool")
+        names.update((f"layer{i}", f"layer{i}") for i in range(1, 5))
+        names.update(gap="avgpool", fc="fc")
+    elif kind == "SqueezeNet":
+        n = 1
+        for idx, m in features.named_children():
+            if isinstance(m, nn.Conv2d):
+                names["conv1"] = f"features.{idx}"
+            elif isinstance(m, nn.ReLU):
+                names["relu1"] = f"features.{idx}"
+            elif isinstance(m, nn.MaxPool2d):
+                names[f"pool{n}"] = f"features.{idx}"
+            else:                                      # a Fire module
+                n += 1
+                names[f"fire{n}"] = f"features.{idx}"
+        names.update(conv10="classifier.1", relu10="classifier.2", gap="classifier.3")
     return names
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the model's convolution layers, in order: lecture names (``conv1_1``, ...) where
+    they name every convolution (course model, VGG, AlexNet), else module paths (``layer1.0.conv1``)."""
+    convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    named = [n for n, path in lecture_names(model).items() if path in convs]
+    return named if len(named) == len(convs) else convs
+
+
+def feature_layers(model: nn.Module) -> list[str]:
+    """The layers whose outputs are feature maps ``[N, K, h, w]`` worth picking for a method, in
+    depth order: every ReLU and pool of the convolutional part (course model, VGG, AlexNet), the
+    stem and the four stages of a ResNet, the stem and the Fire modules of a SqueezeNet. Layers
+    after the last of them see the whole image (global pooling, the classifier)."""
+    names = lecture_names(model)
+    if type(model).__name__ == "ResNet":
+        return ["relu1", "pool1", "layer1", "layer2", "layer3", "layer4"]
+    layers = [n for n, path in names.items()
+              if n.startswith(("relu", "pool", "fire")) and not path.startswith("classifier")]
+    if not layers:
+        raise ValueError(f"{type(model).__name__}: no known feature layers (the course model, VGG, AlexNet, "
+                         f"ResNet and SqueezeNet have them); pass layer names or module paths yourself")
+    return layers
+
+
+def last_conv_stage(model: nn.Module) -> str:
+    """The last layer of :func:`feature_layers` that is not a pool: the output of the last conv stage
+    (course model: ``relu4_2``, VGG16: ``relu5_3``, AlexNet: ``relu5``, ResNet: ``layer4``, SqueezeNet:
+    ``fire9``). Grad-CAM, DeepDream and the deepest patches default to it."""
+    return [n for n in feature_layers(model) if not n.startswith("pool")][-1]
+
+
+def spread_layers(model: nn.Module, k: int = 3) -> list[str]:
+    """``k`` conv-stage outputs spread over the depth: the last of each k-th of the non-pool
+    :func:`feature_layers` (course model: ``relu2_1, relu3_2, relu4_2``; VGG16: ``relu2_2, relu4_2,
+    relu5_3``; ResNet: ``layer1, layer2, layer4``), ending with :func:`last_conv_stage`."""
+    stages = [n for n in feature_layers(model) if not n.startswith("pool")]
+    k = min(check_int(k, "k", low=1), len(stages))
+    return [stages[round(len(stages) * (i + 1) / k) - 1] for i in range(k)]
 
 
 def layer_paths(model: nn.Module) -> list[str]:

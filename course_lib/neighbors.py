@@ -50,11 +50,15 @@ METRICS = ("euclidean", "cosine")
 
 def classifier_layer(model: nn.Module) -> str:
     """Name of the model's final classifier layer: ``"fc"`` when it has that lecture name,
-    else the module path of its last ``nn.Linear``. Its *input* is the feature vector."""
+    else the module path of its last ``nn.Linear``; SqueezeNet, which has none, classifies with
+    the 1x1 convolution ``conv10``. Its *input* is the feature vector (averaged over positions
+    when it is a feature map: SqueezeNet's 512 numbers)."""
     names = lecture_names(model)
     if "fc" in names and isinstance(model.get_submodule(names["fc"]), nn.Linear):
         return "fc"
     linear = [p for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear and "conv10" in names:
+        return "conv10"
     if not linear:
         raise ValueError(f"{type(model).__name__} has no nn.Linear classifier layer; pass layer=<name> "
                          f"to use the input of another layer as the features")
@@ -91,18 +95,24 @@ class capture_input:
 @torch.no_grad()
 def classifier_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """``phi(x)``: the input of ``layer`` (default :func:`classifier_layer`) for the batch ``x``,
-    flattened to ``[N, D]`` (float32, on the CPU).
+    flattened to ``[N, D]`` (float32, on the CPU). A feature-map input ``[N, C, h, w]`` of the
+    default layer (SqueezeNet's ``conv10``) is first averaged over its h x w positions, as the
+    network itself does after that layer.
 
     ``x``: normalized images ``[N, 3, H, W]`` (or ``[3, H, W]``), finite, of the model's float
     type (:func:`course_lib.inputs.check_image`). The model runs in eval mode; afterwards every
     submodule gets its own training flag back."""
     x = check_image(x, batch=True, model=model)
+    pool = layer is None
     layer = classifier_layer(model) if layer is None else layer
     with eval_mode(model), capture_input(model, layer) as got:
         model(x)
     if "input" not in got:
         raise RuntimeError(f"layer {layer!r} was not used in the forward pass")
-    return got["input"].flatten(1).float().cpu()
+    phi = got["input"]
+    if pool and phi.ndim == 4:
+        phi = phi.mean(dim=(2, 3))
+    return phi.flatten(1).float().cpu()
 
 
 def pixel_vectors(x: torch.Tensor) -> torch.Tensor:

@@ -92,10 +92,13 @@ def _square(value, what: str, name: str) -> int:
     return int(value)
 
 
-def _geometry(name: str, m: nn.Module) -> tuple[int, int, int] | None:
-    """``(effective kernel, stride, padding)`` of a conv or pooling layer; None for a pointwise layer."""
+def _geometry(name: str, m: nn.Module) -> list[tuple[int, int, int]]:
+    """The ``(effective kernel, stride, padding)`` steps of a layer, in order: none for a pointwise
+    layer, one for a conv or pool, and for a block its widest path: a ResNet block's main path (its
+    window contains the shortcut's, a 1x1 conv or nothing), a SqueezeNet Fire module's squeeze and
+    3x3 expand convs (its 1x1 branch sees a window inside that one), a Sequential's children in turn."""
     if isinstance(m, POINTWISE):
-        return None
+        return []
     if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
         raise ValueError(f"layer {name!r} pads with {m.padding_mode!r}: its units read pixels outside their "
                          f"window, so the window arithmetic only holds for zero padding")
@@ -109,10 +112,19 @@ def _geometry(name: str, m: nn.Module) -> tuple[int, int, int] | None:
             p = 0
         elif p == "same":  # stride 1 only (PyTorch's rule): pads (k-1)//2 before, the rest after
             p = (k - 1) // 2
-        return k, s, _square(p, "padding", name)
-    raise ValueError(
-        f"layer {name!r} is a {type(m).__name__}: receptive-field arithmetic knows conv, max/avg-pool "
-        f"and pointwise layers (ReLU, BatchNorm, Dropout, ...) only")
+        return [(k, s, _square(p, "padding", name))]
+    kind = type(m).__name__
+    if isinstance(m, nn.Sequential):
+        parts = list(m.named_children())
+    elif kind in ("BasicBlock", "Bottleneck"):       # torchvision's residual blocks: out = F(x) + shortcut(x)
+        parts = [(c, getattr(m, c)) for c in ("conv1", "conv2", "conv3") if hasattr(m, c)]
+    elif kind == "Fire":                             # squeeze 1x1, then [expand 1x1 | expand 3x3]
+        parts = [("squeeze", m.squeeze), ("expand3x3", m.expand3x3)]
+    else:
+        raise ValueError(
+            f"layer {name!r} is a {kind}: receptive-field arithmetic knows conv, max/avg-pool, pointwise "
+            f"layers (ReLU, BatchNorm, Dropout, ...), ResNet blocks and Fire modules only")
+    return [g for c, part in parts for g in _geometry(f"{name}.{c}", part)]
 
 
 def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
@@ -126,6 +138,9 @@ def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
     path = lecture_names(model).get(layer, layer)
     if isinstance(model, nn.Sequential):
         seq, prefix = model, ""
+    elif type(model).__name__ == "ResNet":   # its forward runs these children in turn, then pools
+        seq = nn.Sequential(OrderedDict((n, m) for n, m in model.named_children() if n not in ("avgpool", "fc")))
+        prefix = ""
     else:
         seq, prefix = getattr(model, "features", None), "features."
     child = path[len(prefix):] if path.startswith(prefix) else None
@@ -138,9 +153,10 @@ def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
         why = "the layer is not a direct child of its `features`" if isinstance(seq, nn.Sequential) \
             else "it has no nn.Sequential `features`"
         raise ValueError(
-            f"layer {layer!r} is not in a plain sequential chain of layers from the input "
-            f"({type(model).__name__}: {why}). Receptive fields are computed for models whose "
-            f"convolutional part is one nn.Sequential (the course model, VGG, AlexNet).")
+            f"layer {layer!r} is not in a sequential chain of layers from the input "
+            f"({type(model).__name__}: {why}). Receptive fields are computed for the layers of one "
+            f"nn.Sequential from the input (the course model, VGG, AlexNet, SqueezeNet's `features`) and "
+            f"for a ResNet's stem and stages (conv1 ... layer4), not inside a block.")
     short = {path: name for name, path in lecture_names(model).items()}
     chain = []
     for c, m in seq.named_children():
@@ -154,15 +170,14 @@ def receptive_fields(model: nn.Module, layer: str) -> "OrderedDict[str, Receptiv
     """The receptive field of every layer from the input up to ``layer``, in order.
 
     Each layer updates ``(r, j, start)`` as in the module docstring; pointwise layers
-    (ReLU, BatchNorm, ...) keep them. Raises ValueError for a layer that is not in a
-    plain chain of conv/pool layers from the input (see :func:`receptive_field`).
+    (ReLU, BatchNorm, ...) keep them; a ResNet block or a Fire module counts as its widest path.
+    Raises ValueError for a layer that is not in a chain of layers from the input
+    (see :func:`receptive_field`).
     """
     r, j, start = 1, 1, 0
     out: "OrderedDict[str, ReceptiveField]" = OrderedDict()
     for name, m in _feature_chain(model, layer):
-        geom = _geometry(name, m)
-        if geom is not None:
-            k, s, p = geom
+        for k, s, p in _geometry(name, m):
             r, j, start = r + (k - 1) * j, j * s, start - p * j
         out[name] = ReceptiveField(r, j, start)
     return out
@@ -173,9 +188,10 @@ def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
 
     Returns :class:`ReceptiveField` ``(size, jump, start)``: unit ``(i, j)`` sees the input
     box ``rf.box(i, j, input_size)``. Works for models whose convolutional part is
-    one ``nn.Sequential`` (``model.features`` of the course model, VGG, AlexNet, or an
-    ``nn.Sequential`` model). A layer after global pooling or in the classifier, or one
-    inside a branching block (ResNet, SqueezeNet's Fire modules), raises ValueError; an
+    one ``nn.Sequential`` (``model.features`` of the course model, VGG, AlexNet, SqueezeNet, or an
+    ``nn.Sequential`` model) and for a ResNet's stem and stages (``conv1 ... layer4``); a residual
+    block counts as its main path and a Fire module as its 3x3 branch, the widest windows. A layer
+    after global pooling or in the classifier, or one inside a block, raises ValueError; an
     unknown name raises KeyError.
     """
     return receptive_fields(model, layer)[_chain_name(model, layer)]

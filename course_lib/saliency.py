@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .inputs import check_channel, check_image, check_int, check_number, check_target
-from .models import eval_mode, get_layer
+from .models import conv_layers, eval_mode, get_layer
 
 # --------------------------------------------------------------------------- checks and model state
 
@@ -350,21 +350,13 @@ def predicted_class(model, x) -> int:
         return int(model(x)[0].argmax())
 
 
-def conv_layers(model) -> list[str]:
-    """The model's conv layers, for choosing units: lecture names starting with ``conv`` where the
-    model has them (``conv1_1 ... conv4_2`` for the course model), else ``nn.Conv2d`` module paths."""
-    convs = [n for n in getattr(model, "layer_names", []) if n.startswith("conv")]
-    if not convs:
-        convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no conv layers")
-    return convs
-
-
 def default_unit_layer(model) -> str:
     """A layer to pick units from, chosen generically: the last conv layer
     (``conv4_2`` for the course model, ``conv5_3`` for VGG16)."""
-    return conv_layers(model)[-1]
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no conv layers")
+    return convs[-1]
 
 
 def top_channels(model, x, layer: str, k: int = 4) -> list[int]:

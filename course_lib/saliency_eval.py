@@ -297,16 +297,14 @@ def randomization_layers(model: nn.Module) -> list[str]:
     Lecture names where the model has them (``fc, conv4_2, ..., conv1_1`` for the course
     model), else module paths; each module once.
     """
-    seen, names = set(), []
+    short: dict[str, str] = {}
     for name, path in lecture_names(model).items():
-        m = model.get_submodule(path)
-        if id(m) not in seen and any(True for _ in m.parameters(recurse=False)):
-            seen.add(id(m))
-            names.append(name)
-    for path, m in model.named_modules():
+        short.setdefault(path, name)              # the first name of a module (VGG: fc8, not its alias fc)
+    seen, names = set(), []
+    for path, m in model.named_modules():         # in the order the model defines them: input to output
         if path and id(m) not in seen and any(True for _ in m.parameters(recurse=False)):
             seen.add(id(m))
-            names.append(path)
+            names.append(short.get(path, path))
     if not names:
         raise ValueError(f"{type(model).__name__} has no layers with weights")
     return names[::-1]

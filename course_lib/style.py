@@ -48,22 +48,29 @@ VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_CONTENT_LAYER = "relu4_2"
 ALEXNET_STYLE_LAYERS = ("relu1", "relu2", "relu3", "relu4", "relu5")
 ALEXNET_CONTENT_LAYER = "relu4"
+#: ResNet's and SqueezeNet's stage outputs. Gatys's method was made for plain chains such as VGG; with
+#: these networks it runs, but skip connections and concatenated branches give much weaker textures
+#: (a known finding, e.g. Wang et al. 2021, "Rethinking and improving the robustness of image style transfer").
+RESNET_STYLE_LAYERS = ("relu1", "layer1", "layer2", "layer3", "layer4")
+RESNET_CONTENT_LAYER = "layer3"
+SQUEEZENET_STYLE_LAYERS = ("relu1", "fire2", "fire4", "fire6", "fire8")
+SQUEEZENET_CONTENT_LAYER = "fire6"
 COLOUR_MODES = (None, "luminance", "histogram")
 
 
 def default_layers(model) -> tuple[tuple, str]:
-    """``(style layers, content layer)`` for the course model, VGG and AlexNet: the first ReLU
-    of every block for the style, a deep ReLU for the content."""
+    """``(style layers, content layer)``: for the course model, VGG and AlexNet the first ReLU of
+    every block for the style and a deep ReLU for the content; for ResNet and SqueezeNet the stage
+    outputs (weaker results: see ``RESNET_STYLE_LAYERS``)."""
     kind = type(model).__name__
     if isinstance(model, CourseNet):
         return COURSE_STYLE_LAYERS, COURSE_CONTENT_LAYER
-    if kind == "VGG":
-        return VGG_STYLE_LAYERS, VGG_CONTENT_LAYER
-    if kind == "AlexNet":
-        return ALEXNET_STYLE_LAYERS, ALEXNET_CONTENT_LAYER
-    raise ValueError(f"no default style/content layers for a {kind}: pass layers=(...) and content_layer=... "
-                     f"(Gatys's method needs a plain chain of conv blocks such as VGG; in a {kind} "
-                     f"skip connections mix the layers)")
+    known = {"VGG": (VGG_STYLE_LAYERS, VGG_CONTENT_LAYER), "AlexNet": (ALEXNET_STYLE_LAYERS, ALEXNET_CONTENT_LAYER),
+             "ResNet": (RESNET_STYLE_LAYERS, RESNET_CONTENT_LAYER),
+             "SqueezeNet": (SQUEEZENET_STYLE_LAYERS, SQUEEZENET_CONTENT_LAYER)}
+    if kind in known:
+        return known[kind]
+    raise ValueError(f"no default style/content layers for a {kind}: pass layers=(...) and content_layer=...")
 
 
 def _layers(model, layers=None, content_layer=None) -> tuple[tuple, str]:

@@ -34,19 +34,10 @@ import torch
 from torch import nn
 
 from .imaging import make_grid
-from .models import get_layer, lecture_names
+from .models import conv_layers, get_layer  # noqa: F401  (conv_layers: also part of this module's API)
 
 
 # --------------------------------------------------------------------------- getting the weights
-
-def conv_layers(model: nn.Module) -> list[str]:
-    """Names of the model's convolution layers, in order: lecture names (``conv1_1``, ...)
-    where the model has them, else module paths (``layer1.0.conv1``)."""
-    named = [n for n, path in lecture_names(model).items() if isinstance(model.get_submodule(path), nn.Conv2d)]
-    if named:
-        return named
-    return [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
 
 def conv_weight(source, layer: str | None = None) -> torch.Tensor:
     """The weight tensor ``[N, C, h, w]`` to draw, as a new float32 CPU tensor.

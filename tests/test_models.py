@@ -269,3 +269,34 @@ def test_classify_and_predict_dataset_check_their_numbers():
         models.classify(net, photos[0][0], k=0)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         models.predict_dataset(net, photos, batch_size=0, progress=False)
+
+
+# ---------------------------------------------------------------- issue 17: lecture names of every model
+
+@pytest.mark.parametrize("name", ["resnet18", "squeezenet1_1", "alexnet", "vgg16"])
+def test_feature_layers_of_every_imagenet_model_are_feature_maps_in_depth_order(name):
+    from course_lib.models import feature_layers, last_conv_stage, lecture_names
+
+    net = torchvision.models.get_model(name).eval()
+    names = lecture_names(net)
+    paths = [p for n, p in names.items() if n != "fc"]         # "fc" is an alias of the last linear layer
+    assert len(set(paths)) == len(paths)                      # no two names for one module
+    layers = feature_layers(net)
+    order = []
+    with torch.no_grad(), record_activations(net, layers) as acts:
+        hooks = [get_layer(net, n).register_forward_hook(lambda *a, n=n: order.append(n)) for n in layers]
+        net(torch.rand(1, 3, 96, 96))
+        for h in hooks:
+            h.remove()
+    assert order == layers                                    # each runs once, in the order listed
+    assert all(acts[n].ndim == 4 for n in layers)
+    expected = {"resnet18": "layer4", "squeezenet1_1": "fire9", "alexnet": "relu5", "vgg16": "relu5_3"}
+    assert last_conv_stage(net) == expected[name]
+    assert acts[layers[-1]].shape[-1] < acts[layers[0]].shape[-1]  # deeper: coarser maps
+
+
+def test_feature_layers_of_an_unknown_model_is_a_clear_error():
+    from course_lib.models import feature_layers
+
+    with pytest.raises(ValueError, match="no known feature layers"):
+        feature_layers(nn.Sequential(nn.Conv2d(3, 4, 3)))

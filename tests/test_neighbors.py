@@ -330,3 +330,22 @@ def test_classifier_features_checks_its_images(tiny_net):
     with pytest.raises(ValueError, match="greyscale or RGBA"):
         classifier_features(tiny_net, torch.randn(2, 1, 64, 64))
     assert classifier_features(tiny_net, torch.randn(3, 64, 64)).shape == (1, 16)   # one image, unbatched
+
+
+def test_squeezenet_features_are_its_pooled_conv10_input():
+    """SqueezeNet has no linear layer: its feature vector is the input of the 1x1 classifier conv
+    averaged over positions (512 numbers), the same as pooling fire9's output by hand."""
+    import torchvision
+
+    from course_lib.models import get_layer, record_activations
+    from course_lib.neighbors import classifier_features, classifier_layer
+
+    net = torchvision.models.squeezenet1_1().eval()
+    assert classifier_layer(net) == "conv10"
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), record_activations(net, ["fire9"]) as acts:
+        net(x)
+    phi = classifier_features(net, x)
+    assert phi.shape == (2, 512)
+    torch.testing.assert_close(phi, acts["fire9"].mean(dim=(2, 3)))
+    assert isinstance(get_layer(net, "conv10"), torch.nn.Conv2d)

@@ -176,13 +176,15 @@ def test_clear_errors(course_model):
     with pytest.raises(ValueError, match="whole image"):
         receptive_field(_meta("vgg16"), "fc7")
     resnet = _meta("resnet18")
-    for layer in ["conv1", "layer1.0.conv1", "fc"]:
+    for layer in ["layer1.0.conv1", "layer2.1"]:                     # inside a stage
         with pytest.raises(ValueError, match="sequential"):
             receptive_field(resnet, layer)
+    with pytest.raises(ValueError, match="whole image"):
+        receptive_field(resnet, "fc")
     with pytest.raises(ValueError, match="sequential"):
         receptive_field(_meta("squeezenet1_1"), "features.3.squeeze")  # inside a Fire module
-    with pytest.raises(ValueError, match="Fire"):
-        receptive_field(_meta("squeezenet1_1"), "features.4")  # after a Fire module
+    with pytest.raises(ValueError, match="knows conv"):
+        receptive_field(nn.Sequential(nn.Conv2d(3, 3, 3), nn.Upsample(scale_factor=2)), "1")
     with pytest.raises(ValueError, match="non-square"):
         receptive_field(nn.Sequential(nn.Conv2d(3, 3, (3, 5))), "0")
     with pytest.raises(ValueError, match="reflect"):
@@ -336,3 +338,35 @@ def test_scan_errors(tiny_net, cache_dir):
     rgba.images = [im.convert("RGBA") for im in rgba.images]
     with pytest.raises(ValueError, match="RGB"):
         scan_activations(tiny_net, rgba, "conv1_1", cache=False, progress=False)
+
+
+@pytest.mark.parametrize("name, layer, size", [("resnet18", "layer4", 435), ("resnet18", "layer2", 99),
+                                              ("squeezenet1_1", "fire5", 63)])
+def test_receptive_fields_through_residual_blocks_and_fire_modules(name, layer, size):
+    """A ResNet block's window is its main path's, a Fire module's its 3x3 branch's (ResNet-18's
+    layer4 sees 435 px, the published figure). Exact property: a unit's input gradient is zero
+    outside its window and reaches the window's edges (random weights: nothing cancels)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(name).eval()
+    rf = receptive_field(net, layer)
+    assert rf.size == size
+    S = 160 if name == "resnet18" else 96
+    x = torch.randn(1, 3, S, S, dtype=torch.float64)
+    net = net.double()
+    with torch.no_grad():
+        from course_lib.models import record_activations
+        with record_activations(net, [layer]) as acts:
+            net(x)
+    h, w = acts[layer].shape[-2:]
+    i, j = h // 2, w // 2
+    channel = int(acts[layer][0, :, i, j].argmax())    # a unit that is on: its ReLUs pass gradients
+    g = unit_gradient(net, x, layer, channel, i, j).abs().sum(0)
+    top, left, bottom, right = rf.box(i, j, S)
+    inside = torch.zeros_like(g, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    assert not g[~inside].any()                      # nothing outside the window
+    rows, cols = torch.nonzero(g, as_tuple=True)
+    # tight: the gradient reaches the window's first and last rows/columns (or the image border)
+    assert rows.min() == top and rows.max() == bottom - 1 and cols.min() == left and cols.max() == right - 1

@@ -217,7 +217,7 @@ def test_average_pooling_copy_of_the_blur_pool_variant():
 
 
 def test_vgg_and_alexnet_get_gatys_layers_and_resnet_a_clear_error():
-    from course_lib.models import _prepare, lecture_names
+    from course_lib.models import _prepare, lecture_names, record_activations
     torch.manual_seed(0)
     vgg = _prepare(torchvision.models.vgg19(), [str(i) for i in range(1000)], 224,
                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
@@ -232,8 +232,15 @@ def test_vgg_and_alexnet_get_gatys_layers_and_resnet_a_clear_error():
     alex = _prepare(torchvision.models.alexnet(), [str(i) for i in range(1000)], 224,
                     (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     assert ST.default_layers(alex) == (("relu1", "relu2", "relu3", "relu4", "relu5"), "relu4")
-    with pytest.raises(ValueError, match="skip connections"):
-        ST.default_layers(torchvision.models.resnet18())
+    # ResNet and SqueezeNet: their stage outputs, every one a real layer with [N, C, h, w] output
+    for net in (torchvision.models.resnet18(), torchvision.models.squeezenet1_1()):
+        layers, content = ST.default_layers(net)
+        assert content in layers or content in lecture_names(net)
+        with torch.no_grad(), record_activations(net, layers) as acts:
+            net(torch.rand(1, 3, 64, 64))
+        assert all(acts[n].ndim == 4 for n in layers)
+    with pytest.raises(ValueError, match="no default style/content layers"):
+        ST.default_layers(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
 
 
 def test_style_transfer_refuses_bad_input(tiny_net):
