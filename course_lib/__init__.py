@@ -26,5 +26,9 @@ The lecture topics:
 - :mod:`course_lib.fast_style` -- notebook 08: Johnson's transformer network (instance or batch norm),
   trained through the same core; ``python -m course_lib.fast_style train --style ...``
 - :mod:`course_lib.grading`  -- helpers for the exercises' hidden tests
+
+Around them: :mod:`course_lib.cache` (long results kept on disk), :mod:`course_lib.timing` (the
+time estimates printed before long cells) and :mod:`course_lib.headless` (running notebooks with
+``jupyter nbconvert --execute`` without lost replies).
 """
 __version__ = "0.1.0"
