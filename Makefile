@@ -2,6 +2,7 @@
 #
 #   make lab    set up (venv, dependencies, data) and open the course in JupyterLab
 #   make test   set up, then run every test, including every notebook in JupyterLab in Chromium (fast mode)
+#   make test-models  every notebook with resnet18 and vgg16 (random weights, smoke setting; CI runs it too)
 #   make book   set up, then run every notebook with its real settings and build the course website
 #               into build/site/ (open build/site/index.html)
 #

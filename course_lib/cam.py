@@ -246,8 +246,8 @@ def agreement_with_occlusion(model: nn.Module, images, fraction: float = 0.2, pa
     For each image (a PIL image or a preprocessed [1, 3, H, W] tensor), for its predicted
     class: the region is the top ``fraction`` of pixels of the occlusion map (drop in the
     class probability, :func:`course_lib.occlusion.occlusion`). Returns the hit rate of the
-    CAM peak (Grad-CAM at the default layer for networks without GAP+linear), of the image
-    centre (a "centre prior" baseline), and the chance level ``fraction``.
+    CAM peak (Grad-CAM at the default layer for networks without GAP+linear: ``"method"`` says
+    which), of the image centre (a "centre prior" baseline), and the chance level ``fraction``.
     """
     from tqdm.auto import tqdm
 
@@ -270,7 +270,8 @@ def agreement_with_occlusion(model: nn.Module, images, fraction: float = 0.2, pa
         centre[m.shape[0] // 2, m.shape[1] // 2] = 1
         hits["centre"] += peak_in_top_region(centre, occ, fraction)
     n = max(len(images), 1)
-    return {"cam": hits["cam"] / n, "centre": hits["centre"] / n, "chance": fraction, "images": len(images)}
+    return {"cam": hits["cam"] / n, "centre": hits["centre"] / n, "chance": fraction, "images": len(images),
+            "method": "CAM" if method is cam else "Grad-CAM"}
 
 
 def show_overlays(image, maps: dict, alpha: float = 0.5, size: float = 2.6):

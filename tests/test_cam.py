@@ -275,7 +275,10 @@ def test_agreement_with_occlusion_on_a_planted_object(tiny_net):
     with torch.no_grad():
         net.fc.weight[3] /= net(x)[0, 3]  # logit 1 against 0.5: the probability is far from saturated
     res = agreement_with_occlusion(net, [x], fraction=0.1, patch=16, stride=8, progress=False)
-    assert res["cam"] == 1.0 and res["centre"] == 0.0 and res["images"] == 1
+    assert res["cam"] == 1.0 and res["centre"] == 0.0 and res["images"] == 1 and res["method"] == "CAM"
+    no_gap = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 64 * 64, 2)).eval()
+    assert agreement_with_occlusion(no_gap, [x], patch=32, stride=32, progress=False)["method"] == "Grad-CAM"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # captum's notes about its own hooks
