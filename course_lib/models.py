@@ -252,29 +252,39 @@ def feature_layers(model: nn.Module) -> list[str]:
     depth order: every ReLU and pool of the convolutional part (course model, VGG, AlexNet), the
     stem and the four stages of a ResNet, the stem and the Fire modules of a SqueezeNet. Layers
     after the last of them see the whole image (global pooling, the classifier)."""
-    names = lecture_names(model)
-    if type(model).__name__ == "ResNet":
-        return ["relu1", "pool1", "layer1", "layer2", "layer3", "layer4"]
-    layers = [n for n, path in names.items()
-              if n.startswith(("relu", "pool", "fire")) and not path.startswith("classifier")]
+    layers = [n for n, path in lecture_names(model).items()
+              if n.startswith(("relu", "pool", "fire", "layer")) and not path.startswith("classifier")]
     if not layers:
         raise ValueError(f"{type(model).__name__}: no known feature layers (the course model, VGG, AlexNet, "
                          f"ResNet and SqueezeNet have them); pass layer names or module paths yourself")
     return layers
 
 
+def conv_stages(model: nn.Module) -> list[str]:
+    """The :func:`feature_layers` that are not pools: the outputs of the conv stages, input to output."""
+    return [n for n in feature_layers(model) if not n.startswith("pool")]
+
+
+def unit_layers(model: nn.Module) -> list[str]:
+    """Layers to look at units in: the convolutions where lecture names name them all (course model,
+    VGG, AlexNet: ``conv1_1 ...``), else the :func:`conv_stages` (ResNet, SqueezeNet: a block's
+    inner convolutions are not on one chain from the input)."""
+    convs = conv_layers(model)
+    return convs if set(convs) <= set(lecture_names(model)) else conv_stages(model)
+
+
 def last_conv_stage(model: nn.Module) -> str:
-    """The last layer of :func:`feature_layers` that is not a pool: the output of the last conv stage
-    (course model: ``relu4_2``, VGG16: ``relu5_3``, AlexNet: ``relu5``, ResNet: ``layer4``, SqueezeNet:
-    ``fire9``). Grad-CAM, DeepDream and the deepest patches default to it."""
-    return [n for n in feature_layers(model) if not n.startswith("pool")][-1]
+    """The last of the :func:`conv_stages`: the output of the last conv stage (course model:
+    ``relu4_2``, VGG16: ``relu5_3``, AlexNet: ``relu5``, ResNet: ``layer4``, SqueezeNet: ``fire9``).
+    Grad-CAM, DeepDream and the deepest patches default to it."""
+    return conv_stages(model)[-1]
 
 
 def spread_layers(model: nn.Module, k: int = 3) -> list[str]:
-    """``k`` conv-stage outputs spread over the depth: the last of each k-th of the non-pool
-    :func:`feature_layers` (course model: ``relu2_1, relu3_2, relu4_2``; VGG16: ``relu2_2, relu4_2,
+    """``k`` conv-stage outputs spread over the depth: the last of each k-th of the
+    :func:`conv_stages` (course model: ``relu2_1, relu3_2, relu4_2``; VGG16: ``relu2_2, relu4_2,
     relu5_3``; ResNet: ``layer1, layer2, layer4``), ending with :func:`last_conv_stage`."""
-    stages = [n for n in feature_layers(model) if not n.startswith("pool")]
+    stages = conv_stages(model)
     k = min(check_int(k, "k", low=1), len(stages))
     return [stages[round(len(stages) * (i + 1) / k) - 1] for i in range(k)]
 

@@ -292,6 +292,13 @@ def test_feature_layers_of_every_imagenet_model_are_feature_maps_in_depth_order(
     assert all(acts[n].ndim == 4 for n in layers)
     expected = {"resnet18": "layer4", "squeezenet1_1": "fire9", "alexnet": "relu5", "vgg16": "relu5_3"}
     assert last_conv_stage(net) == expected[name]
+    from course_lib.models import conv_stages, unit_layers
+    assert conv_stages(net) == [n for n in layers if not n.startswith("pool")]
+    # units: the named convolutions where names cover them all, else the stages (blocks are not one chain)
+    first_units = {"resnet18": "relu1", "squeezenet1_1": "relu1", "alexnet": "conv1", "vgg16": "conv1_1"}
+    assert unit_layers(net)[0] == first_units[name]
+    assert unit_layers(net) == (conv_stages(net) if name in ("resnet18", "squeezenet1_1") else
+                                [n for n in names if n.startswith("conv")])
     assert acts[layers[-1]].shape[-1] < acts[layers[0]].shape[-1]  # deeper: coarser maps
 
 
