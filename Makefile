@@ -2,7 +2,9 @@
 #
 #   make lab    set up (venv, dependencies, data) and open the course in JupyterLab
 #   make test   set up, then run every test, including every notebook in JupyterLab in Chromium (fast mode)
-#   make test-models  every notebook with resnet18 and vgg16 (random weights, smoke setting; CI runs it too)
+#   make test-models  every notebook under nbval with the course model, resnet18 and vgg16 (random weights,
+#                     smoke setting; CI runs it too)
+#   make test-isa     the numerically sensitive tests with PyTorch limited to the lowest instruction set
 #   make book   set up, then run every notebook with its real settings and build the course website
 #               into build/site/ (open build/site/index.html)
 #
@@ -18,7 +20,7 @@ export MPLBACKEND ?= Agg
 
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: lab test test-models book setup data clean book-setup chromium
+.PHONY: lab test test-models test-isa book setup data clean book-setup chromium
 
 setup: $(VENV)/.installed
 
@@ -38,12 +40,27 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/00_introduction.ipynb
 
 test: data grader-setup book-setup chromium
-	COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not model_switch" tests
+	COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
-# every notebook with resnet18 and vgg16 (random weights in a temporary TORCH_HOME, smoke setting;
-# tests/test_model_switch.py): about 8 minutes on 2 cores, so apart from `make test`; CI runs both
+# every notebook run by nbval, cell by cell, in its smoke setting (COURSE_FAST=smoke), with the course
+# model and with resnet18 and vgg16 (random weights in build/nbval/torch_home): copies with the
+# parameters cell's MODEL_NAME line edited as a student would (tools/switch_model.py); CI runs it too
+NBVAL_MODELS ?= course resnet18 vgg16
 test-models: data
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist load -m model_switch tests/test_model_switch.py
+	rm -rf build/nbval
+	$(BIN)/python tools/switch_model.py build/nbval $(NBVAL_MODELS)
+	COURSE_FAST=smoke COURSE_CACHE=0 TORCH_HOME=$(CURDIR)/build/nbval/torch_home OMP_NUM_THREADS=1 \
+	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=300 \
+	  $(foreach m,$(NBVAL_MODELS),build/nbval/$(m))
+
+# the numerically sensitive tests again with PyTorch limited to the lowest instruction sets (no AVX2,
+# no AVX-512, no AMX: plain C++ kernels, oneDNN at SSE4.1) and no bf16 units: what a student's older
+# laptop computes. The whole suite that way: make test ISA_ENV="ATEN_CPU_CAPABILITY=default ..."
+ISA_ENV   ?= ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 COURSE_CPU_BF16=0
+ISA_TESTS ?= tests/test_cam.py tests/test_saliency.py tests/test_occlusion.py tests/test_patches.py \
+             tests/test_style.py tests/test_optimize.py tests/test_fast_style.py tests/test_timing.py
+test-isa: data
+	$(ISA_ENV) COURSE_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(ISA_TESTS)
 
 book: data book-setup
 	env -u COURSE_FAST $(BIN)/python tools/book.py build --jobs $(BOOK_JOBS) --out build $(NOTEBOOKS)
@@ -56,10 +73,11 @@ book-setup: $(BOOK_VENV)/.installed
 $(BOOK_VENV)/.installed: requirements-book.txt
 	$(call venv,$(BOOK_VENV),requirements-book.txt)
 
-# the browser of the browser test (tests/test_browser.py); or COURSE_CHROMIUM=<a Chromium/Chrome binary>
+# the browser of the browser test (tests/test_browser.py); or COURSE_CHROMIUM=<a Chromium/Chrome binary>.
+# Without its recommends (printer tools, GTK extras): headless Chromium needs only a font beside it.
 chromium:
 ifndef COURSE_CHROMIUM
-	$(call system-package,chromium,chromium,The browser test)
+	$(call system-package,chromium,chromium fonts-liberation,The browser test)
 endif
 
 # a venv made from a requirements file: $(call venv,FOLDER,REQUIREMENTS)
@@ -75,7 +93,7 @@ endef
 define system-package
 	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2); \
 	  else echo "$(3) needs $(2): sudo apt-get install $(2) (or your system's package)"; exit 1; fi; }
 endef
 

@@ -52,6 +52,7 @@ from . import optimize as opt
 from . import style as st
 from .inputs import check_pixels
 from .models import DATA_DIR, eval_mode
+from .timing import cpu_name, has_bf16_units, resolve_precision
 
 #: The shipped networks live here: ``<style>_<norm>[_compact].pt`` and a JSON record beside each.
 FAST_STYLE_DIR = DATA_DIR / "fast_style"
@@ -427,9 +428,10 @@ def main(argv=None):
     t.add_argument("--tv-weight", type=float, default=1.0, help="gamma / alpha")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+    t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="bfloat16 autocast for the transformer network (its weights, the loss network "
-                        "and the losses stay float32), or float32 throughout")
+                        "and the losses stay float32), or float32 throughout; auto: bf16 on a GPU or a CPU "
+                        "with bf16 units (AMX, AVX-512 BF16), else fp32 (emulated bf16 is ~100x slower)")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in data/cache/")
     t.add_argument("--held-out", type=int, default=16, help="val images (256 px) for the final losses")
@@ -438,6 +440,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     style_image = _style_image(args.style, args.size)
     loss_model = load_model(args.loss_model, device=device)
     photos_u8, _ = decode_split("train", cdata.data_dir() / "cache")
@@ -481,6 +484,7 @@ def main(argv=None):
         "steps": args.steps, "batch_size": args.batch_size, "size": args.size, "lr": args.lr, "seed": args.seed,
         "precision": args.precision,
         "train_seconds": round(seconds, 1), "device": str(device), "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_name(), "cpu_bf16_units": has_bf16_units(),
         "torch": torch.__version__, "train_loss_last_100": sum(losses[-100:]) / max(1, len(losses[-100:])),
         "held_out": held | {"size": 256, "note": "Imagenette val images, spread_indices(3925, n), squashed to 256x256; "
                                                   "losses against the style image at 256 px (shorter side)"},

@@ -13,8 +13,11 @@ faster, L-BFGS makes a step cost more than one pass), right within a factor of a
 """
 from __future__ import annotations
 
+import os
+import platform
 import time
 import weakref
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -77,3 +80,59 @@ def estimate(model: nn.Module, what: str, forward: int = 0, backward: int = 0, s
                           ((forward, "forward"), (backward, "forward+backward")) if n)
     about = "about " if seconds >= 1 else ""
     return f"{what}: {passes or 'no passes'} at {size} px, {about}{format_duration(seconds)} here"
+
+
+# ---- what this CPU can do fast ---------------------------------------------------------------
+
+#: CPU flags (``/proc/cpuinfo``) of units that compute bfloat16 natively: Intel AMX and AVX-512 BF16.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The flags of this machine's first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_name() -> str:
+    """The CPU's model name, e.g. ``"Intel(R) Xeon(R) Processor"`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_bf16_units() -> bool:
+    """Does this CPU compute bfloat16 in hardware (AMX or AVX-512 BF16)? Without such units PyTorch
+    emulates bf16 autocast, about two orders of magnitude slower than float32.
+
+    ``COURSE_CPU_BF16=0`` in the environment answers no whatever the CPU (``make test-isa`` uses it
+    to run as a CPU without those units would); ``=1`` answers yes."""
+    forced = os.environ.get("COURSE_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return bool(cpu_flags() & set(BF16_FLAGS))
+
+
+def default_precision(device: str | torch.device = "cpu") -> str:
+    """``"bf16"`` where it is fast (a CUDA device, or a CPU with bf16 units), else ``"fp32"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if device.type == "cpu" and has_bf16_units() else "fp32"
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"`` -> :func:`default_precision`; ``"bf16"``/``"fp32"`` as given."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
+    return default_precision(device) if precision == "auto" else precision

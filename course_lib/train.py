@@ -13,7 +13,9 @@ so the last ``--fixres-epochs`` epochs fine-tune at a small, cosine-decaying lea
 with gentler crops (at least 64% of the image), which matches the two.
 With ``--precision bf16`` the forward and backward passes run in bfloat16 autocast (the
 weights and the optimiser stay float32): on CPUs with AMX/AVX-512 bf16 units this is 2-3x
-faster than the default float32.
+faster than float32; on a CPU without them bf16 is emulated and about 100x *slower*. The
+default, ``auto``, picks bf16 only where it is fast (a GPU, or a CPU with those units) and
+records the choice and the CPU in the JSON record.
 
 ``--cutmix P`` mixes a batch of the main stage with CutMix (Yun et al. 2019) with probability
 ``P``: a stronger augmentation for longer schedules (never during FixRes).
@@ -48,6 +50,7 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .imaging import fit_to_square
+from .timing import cpu_name, has_bf16_units, resolve_precision
 from .models import (COURSE_BLOCKS, COURSE_CONV1, COURSE_INPUT_SIZE, COURSE_POOL, COURSE_WEIGHTS,
                      IMAGENET_MEAN, IMAGENET_STD, CourseNet, fold_batch_norm)
 
@@ -161,8 +164,9 @@ def main(argv=None):
     p.add_argument("--conv1", type=int, nargs=3, default=list(COURSE_CONV1), metavar=("KERNEL", "STRIDE", "PADDING"),
                    help="the first convolution")
     p.add_argument("--pool", choices=("max", "blur"), default=COURSE_POOL, help="plain or anti-aliased max-pooling")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32",
-                   help="autocast forward/backward to bfloat16 (weights stay float32), or plain float32")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="autocast forward/backward to bfloat16 (weights stay float32), or plain float32; "
+                        "auto: bf16 on a GPU or a CPU with bf16 units (AMX, AVX-512 BF16), else fp32")
     p.add_argument("--cutmix", type=float, default=0.0,
                    help="probability of CutMix for a batch of the main stage (0: never; never in FixRes)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -175,6 +179,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    args.precision = resolve_precision(args.precision, device)
+    print(f"precision: {args.precision} ({cpu_name()}; bf16 units: {'yes' if has_bf16_units() else 'no'})", flush=True)
     cache = cdata.data_dir() / "cache"
     ckpt_path = cache / "train_checkpoint.pt"
 
@@ -274,6 +280,7 @@ def main(argv=None):
         "fixres_lr": args.fixres_lr, "cutmix": args.cutmix, "batch_size": args.batch_size,
         "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "train_images": len(xtr),
         "train_seconds": round(elapsed, 1), "device": str(device), "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_name(), "cpu_bf16_units": has_bf16_units(),
         "torch": torch.__version__, "data": f"{cdata.IMAGENETTE_224} manifest sha256 {manifest}",
         "weights_sha256": cdata.sha256_of(args.out), "history": history,
     }

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -24,3 +25,28 @@ def test_notebook_house_rules(path):
     assert "course_lib" in source and "ipywidgets" in source
     # the prose teaches: at least as many markdown cells as code cells
     assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) // 2
+
+
+def _switch_model():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("switch_model", NOTEBOOKS[0].parents[1] / "tools" / "switch_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_model_switch_is_one_line(path, tiny_net):
+    """make test-models runs copies with MODEL_NAME edited (tools/switch_model.py, under nbval): each notebook
+    has that one line, and where a notebook falls back to the course model, the copy's last cell catches it."""
+    sw = _switch_model()
+    nb = sw.switched(path, "resnet18")
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert 'MODEL_NAME = "resnet18"' in params.source and 'MODEL_NAME = "course"' not in params.source
+    if any(sw.FALLBACK in c.source for c in nb.cells[:-1]):
+        check = nb.cells[-1].source
+        exec(check, {"model": type("ResNet", (torch.nn.Module,), {})()})  # passes with the model asked for
+        with pytest.raises(AssertionError, match="fell back to CourseNet"):
+            exec(check, {"model": tiny_net})  # noqa: S102
+    else:
+        assert nb.cells[-1].source == nbformat.read(path, as_version=4).cells[-1].source

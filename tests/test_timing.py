@@ -40,3 +40,21 @@ def test_the_model_is_left_as_it_was(tiny_net):
     assert tiny_net.training and all(p.grad is None for p in tiny_net.parameters())
     with pytest.raises(ValueError):
         timing.estimate(tiny_net, "x", forward=-1)
+
+
+def test_precision_follows_the_cpu(monkeypatch):
+    """bf16 only where the CPU has bf16 units: elsewhere autocast is emulated, ~100x slower than float32."""
+    monkeypatch.delenv("COURSE_CPU_BF16", raising=False)
+    monkeypatch.setattr(timing, "cpu_flags", lambda: {"sse4_2", "avx2", "fma"})          # an AMD EPYC, say
+    assert not timing.has_bf16_units() and timing.default_precision("cpu") == "fp32"
+    assert timing.resolve_precision("auto") == "fp32" and timing.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(timing, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16", "amx_tile"})  # a Xeon with AMX
+    assert timing.has_bf16_units() and timing.resolve_precision("auto") == "bf16"
+    monkeypatch.setenv("COURSE_CPU_BF16", "0")                                            # make test-isa
+    assert not timing.has_bf16_units() and timing.resolve_precision("auto") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        timing.resolve_precision("fp16")
+
+
+def test_cpu_name_is_text():
+    assert isinstance(timing.cpu_name(), str) and timing.cpu_name()

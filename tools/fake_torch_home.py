@@ -7,7 +7,7 @@
 ``<file>`` is the last part of the weights' URL (e.g. ``vgg16-397923af.pth``). This writes a freshly
 initialised model's ``state_dict`` there, so every notebook can run with that model without the
 internet: the shapes, layers and code paths are the real ones, the pictures and numbers are noise.
-The tests use it (tests/test_model_switch.py); never use such a folder for anything you want to look at.
+make test-models uses it (tools/switch_model.py); never use such a folder for anything you want to look at.
 """
 import argparse
 import os
