@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import optimize as opt
-from .inputs import check_number, check_pixels, check_targets
+from .inputs import check_int, check_number, check_perturbation, check_pixels, check_targets
 
 
 def _check_eps(eps, name="eps") -> float:
@@ -87,9 +87,12 @@ def minimum_perturbation(model, x: torch.Tensor, target, c: float = 0.1, steps: 
                          progress: bool = False) -> torch.Tensor:
     """Szegedy et al.'s targeted attack: ``min_r c |r|_2^2 + CE(f(x + r), target)`` with
     ``x + r`` in ``[0, 1]``, by L-BFGS on the pixels (as in the paper; the box constraint by
-    clipping after every step). A larger ``c`` buys a smaller change at the risk of not reaching
-    the target (the paper searches for the smallest ``c`` that still succeeds). Returns ``x + r``."""
+    clipping after every step). A larger ``c`` (``>= 0``) buys a smaller change at the risk of not
+    reaching the target (the paper searches for the smallest ``c`` that still succeeds). Returns
+    ``x + r``. A batch ``x`` is one L-BFGS run on the sum of the images' (independent) objectives:
+    the same minimum, but one shared line search, so the steps differ from one call per image."""
     x = check_pixels(x, model=model)
+    c = check_number(c, "c", low=0)
     t = _labels(model, x, target, "target")
     size_of_r = opt.Objective((), lambda a, img: (img - x).pow(2).flatten(1).sum(1) / len(img), "|r|^2")
     j = cross_entropy(model, t, sign=-1.0) - c * size_of_r
@@ -108,6 +111,8 @@ def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int 
     """
     from tqdm.auto import tqdm
 
+    epsilons = [_check_eps(eps, "epsilons") for eps in epsilons]
+    batch_size = check_int(batch_size, "batch_size", low=1)
     x = check_pixels(x, model=model)
     y = _labels(model, x, y, "y")
     pred, _ = predict(model, x)
@@ -137,12 +142,13 @@ def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int =
 
     Each step takes a batch of images, ascends ``sum_i CE(f(clip(x_i + v)), f(x_i))`` by a sign
     step of size ``lr`` (default ``xi / 10``) and projects ``v`` back into the budget; ``epochs``
-    passes over the shuffled images.
+    (``>= 0``) passes over the shuffled images in batches of ``batch_size`` (``>= 1``).
     """
     from tqdm.auto import tqdm
 
     xi = _check_eps(xi, "xi")
-    lr = xi / 10 if lr is None else lr
+    lr = xi / 10 if lr is None else check_number(lr, "lr", low=0, hint="the step size")
+    epochs, batch_size = check_int(epochs, "epochs", low=0), check_int(batch_size, "batch_size", low=1)
     images = check_pixels(images, "images", model=model)
     labels, _ = predict(model, images)
     g = torch.Generator().manual_seed(seed)
@@ -173,16 +179,21 @@ def cached_universal_perturbation(model, images: torch.Tensor, xi: float, epochs
 
 
 def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, batch_size: int = 100) -> float:
-    """The share of ``images`` whose predicted label changes when ``v`` is added (clipped to [0, 1])."""
+    """The share of ``images`` whose predicted label changes when ``v`` is added (clipped to [0, 1]).
+    ``v``: ``[1, 3, H, W]`` (or one per image) in pixel units, values in ``[-1, 1]``
+    (:func:`course_lib.inputs.check_perturbation`)."""
     images = check_pixels(images, "images", model=model)
+    v = check_perturbation(v, images, "v")
+    batch_size = check_int(batch_size, "batch_size", low=1)
     changed = 0
     for s in range(0, len(images), batch_size):
-        xb = images[s:s + batch_size]
-        changed += int((predict(model, xb)[0] != predict(model, (xb + v).clamp(0, 1))[0]).sum())
+        xb, vb = images[s:s + batch_size], v if len(v) == 1 else v[s:s + batch_size]
+        changed += int((predict(model, xb)[0] != predict(model, (xb + vb).clamp(0, 1))[0]).sum())
     return changed / len(images)
 
 
 def random_sign_noise(shape, xi: float, seed: int = 0) -> torch.Tensor:
     """Noise with the same L-inf norm as a perturbation of budget ``xi``: every pixel ``+-xi`` at random."""
-    g = torch.Generator().manual_seed(seed)
+    xi = _check_eps(xi, "xi")
+    g = torch.Generator().manual_seed(check_int(seed, "seed"))
     return xi * (torch.randint(0, 2, tuple(shape), generator=g) * 2 - 1).float()

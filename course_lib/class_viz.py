@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import optimize as opt
-from .inputs import check_int
+from .inputs import check_int, check_number, check_pixels, model_dtype
 
 #: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
 REGULARISERS = ("l2", "jitter", "blur", "clip")
@@ -44,27 +44,29 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
     ``c`` is one class index (an int), or a list of them: then one image per class is made in one
     batch (floats, bools and strings are refused: :func:`course_lib.inputs.check_target`).
     ``objective="probability"`` ascends ``log p_c`` instead of ``S_c`` (the lecture's
-    counter-example). Set a regulariser's parameter to 0 to switch it off. Returns the images
-    ``[len(c), 3, size, size]`` in ``[0, 1]`` (``size`` defaults to the model's input size)
-    with ``.history``.
+    counter-example). Set a regulariser's parameter to 0 to switch it off (every weight, count and
+    percentile must be >= 0, percentiles <= 100). Returns the images ``[len(c), 3, size, size]`` in
+    ``[0, 1]`` (``size`` defaults to the model's input size; a size too small for the network is
+    refused with the smallest that fits), in the model's floating type, with ``.history``.
     """
     if objective not in ("score", "probability"):
         raise ValueError(f"objective must be 'score' or 'probability', got {objective!r}")
-    if l2_weight < 0 or blur_sigma < 0 or jitter < 0:
-        raise ValueError("l2_weight, blur_sigma and jitter must be >= 0")
+    l2_weight, blur_sigma = check_number(l2_weight, "l2_weight", low=0), check_number(blur_sigma, "blur_sigma", low=0)
+    jitter, blur_every = check_int(jitter, "jitter", low=0), check_int(blur_every, "blur_every", low=0)
     size = model.input_size if size is None else check_int(size, "size", low=1)
     target = opt.class_score(model, c) if objective == "score" else opt.class_probability(model, c)  # checks c
+    opt.check_fits(model, size)
     scalar = isinstance(c, (int, np.integer)) or (isinstance(c, torch.Tensor) and c.ndim == 0)
     n = 1 if scalar else len(c)
-    mean = torch.tensor(model.mean).view(1, 3, 1, 1).expand(n, 3, size, size)
     device = next(model.parameters()).device
+    mean = torch.tensor(model.mean, dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
     j = target - l2_weight * opt.l2(model) if l2_weight else target
     projections = [opt.clamp_pixels()]
     if blur_every and blur_sigma:
         projections.append(opt.blur_every(blur_every, blur_sigma))
     if norm_percentile or contribution_percentile:
         projections.append(opt.clip_small(model, norm_percentile, contribution_percentile))
-    return opt.optimize(model, j, opt.PixelImage(mean.clone().to(device)), steps=steps, lr=lr,
+    return opt.optimize(model, j, opt.PixelImage(mean), steps=steps, lr=lr,
                         transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
                         seed=seed, callback=callback, every=every, progress=progress,
                         desc=f"class {c} ({model.class_names[c]})" if scalar else f"class {c}")
@@ -95,9 +97,8 @@ def high_frequency_share(x, cutoff: float = 0.25) -> float:
     ``1/f^2``); unregularised visualisations put a lot. ``x``: ``[N, 3, H, W]`` or ``[3, H, W]``;
     the mean over the images is returned.
     """
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.ndim == 3:
-        x = x[None]
+    x = check_pixels(torch.as_tensor(x), "x").double()
+    cutoff = check_number(cutoff, "cutoff", low=0, high=0.5, hint="cycles per pixel; Nyquist is 0.5")
     luma = (x * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
     luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
     power = torch.fft.fft2(luma).abs() ** 2
@@ -125,6 +126,8 @@ def compare_score_and_probability(model, classes, steps: int = 100, progress: bo
 
 def format_rows(rows: list[dict], keys=None) -> str:
     """Rows of dicts as an aligned text table (numbers with 3 decimals)."""
+    if not rows:
+        raise ValueError("rows is empty: nothing to format")
     keys = keys or list(rows[0])
     cells = [[k for k in keys]] + [[f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
@@ -135,6 +138,9 @@ def mean_high_frequency_share_of_photos(dataset, label: int, n: int = 20, size: 
     """:func:`high_frequency_share` of ``n`` photos of class ``label`` (resized and centre-cropped to ``size``)."""
     from .imaging import fit_to_square, to_tensor
 
+    n, size = check_int(n, "n", low=1), check_int(size, "size", low=1)
     idx = [i for i, y in enumerate(dataset.targets) if y == label][:n]
+    if not idx:
+        raise ValueError(f"the dataset has no photos of label {label!r}")
     xs = torch.cat([fit_to_square(to_tensor(dataset[i][0])[None], size) for i in idx])
     return float(np.mean([high_frequency_share(x) for x in xs]))

@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from . import optimize as opt
-from .inputs import check_pixels
+from .inputs import check_int, check_number, check_pixels, check_size
 
 
 def octave_sizes(size, octaves: int, scale: float) -> list[tuple[int, int]]:
-    """Image sizes from the smallest octave to the original: ``size / scale^k``, ``k = octaves-1 .. 0``."""
-    h, w = size
+    """Image sizes from the smallest octave to the original: ``size / scale^k``, ``k = octaves-1 .. 0``
+    (at least 8 pixels)."""
+    h, w = check_size(size)
+    octaves, scale = check_int(octaves, "octaves", low=1), check_number(scale, "octave_scale", low=1, low_open=True)
     return [(max(8, round(h / scale ** k)), max(8, round(w / scale ** k))) for k in range(octaves - 1, -1, -1)]
 
 
@@ -36,14 +38,17 @@ def deepdream(model, image: torch.Tensor, layer: str, channel: int | None = None
     """DeepDream ``image`` (``[1, 3, H, W]`` pixels in [0, 1]) at ``layer`` (one ``channel``, or all).
 
     ``steps`` normalised gradient steps of size ``lr`` per octave. Returns the dreamed image
-    (same size), with ``.history`` of the last octave.
+    (same size), with ``.history`` of the last octave. One image only: a batch is refused (the
+    normalised step would couple its images); loop over ``x[i:i + 1]``. ``octaves >= 1``,
+    ``octave_scale > 1``; the smallest octave must fit the network (else the error names the smallest size).
     """
-    image = check_pixels(image, model=model)
-    if octaves < 1 or octave_scale <= 1:
-        raise ValueError(f"need octaves >= 1 and octave_scale > 1, got {octaves} and {octave_scale}")
+    image = check_pixels(image, model=model, batch=False)
+    jitter = check_int(jitter, "jitter", low=0)
     objective = opt.layer_l2(model, layer, channel)
     sizes = octave_sizes(image.shape[-2:], octaves, octave_scale)
-    detail = torch.zeros(1, 3, *sizes[0], device=image.device)
+    smallest = "image" if octaves == 1 else f"the smallest octave ({octaves} octaves, octave_scale {octave_scale:g})"
+    opt.check_fits(model, sizes[0], objective.layers, smallest, "use a larger image, fewer octaves or a smaller octave_scale")
+    detail = torch.zeros(1, 3, *sizes[0]).to(image)
     out = image
     for k, size in enumerate(sizes):
         base = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)

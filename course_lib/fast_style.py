@@ -50,7 +50,7 @@ from torch import nn
 from . import data as cdata
 from . import optimize as opt
 from . import style as st
-from .inputs import check_pixels
+from .inputs import check_int, check_number, check_pixels
 from .models import DATA_DIR, eval_mode
 from .timing import cpu_name, has_bf16_units, resolve_precision
 
@@ -60,6 +60,8 @@ NORMS = ("instance", "batch")
 #: Channels of the three resolutions and number of residual blocks: the paper's network, and a
 #: compact one (half the channels, three blocks: about a ninth of the arithmetic).
 VARIANTS = {"full": ((32, 64, 128), 5), "compact": ((16, 32, 64), 3)}
+#: What a network's JSON record must hold for :func:`load_fast_style`.
+RECORD_KEYS = ("style", "norm", "variant", "channels", "residual_blocks", "weights_sha256")
 
 
 # --------------------------------------------------------------------------- the network
@@ -124,7 +126,10 @@ class TransformerNet(nn.Module):
     def __init__(self, norm: str = "instance", channels=VARIANTS["full"][0], residual_blocks: int = VARIANTS["full"][1]):
         super().__init__()
         _norm(norm, 1)  # a clear error for an unknown norm
-        c1, c2, c3 = channels
+        if isinstance(channels, (str, bytes)) or len(channels) != 3:
+            raise ValueError(f"channels must be three ints (c1, c2, c3), got {channels!r}")
+        c1, c2, c3 = (check_int(c, "channels", low=1) for c in channels)
+        residual_blocks = check_int(residual_blocks, "residual_blocks", low=0)
         self.norm, self.channels, self.residual_blocks = norm, tuple(channels), residual_blocks
         self.down1 = ConvBlock(3, c1, 9, norm=norm)
         self.down2 = ConvBlock(c1, c2, 3, stride=2, norm=norm)
@@ -154,7 +159,7 @@ def make_net(norm: str = "instance", variant: str = "full", seed: int = 0) -> Tr
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
     channels, blocks = VARIANTS[variant]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(check_int(seed, "seed"))
         return TransformerNet(norm, channels, blocks)
 
 
@@ -165,6 +170,7 @@ def parameter_count(net: nn.Module) -> int:
 @torch.no_grad()
 def architecture_table(net: TransformerNet, size: int = 256) -> list[dict]:
     """One row per stage for a ``size`` x ``size`` input: name, output shape ``[C, H, W]``, parameters."""
+    size = check_int(size, "size", low=5)
     rows, handles = [], []
     for name, module in net.named_children():
         handles.append(module.register_forward_hook(
@@ -184,6 +190,7 @@ def upsampling_taps(kind: str, size: int = 8) -> torch.Tensor:
     2x by a 3x3 layer with all weights 1 applied to an all-ones input: ``"transposed"``
     (stride-2 transposed convolution) or ``"resize"`` (nearest resize, then a 3x3 convolution
     with reflection padding, as in :class:`UpsampleConv`). Returns the ``[2 size, 2 size]`` map."""
+    size = check_int(size, "size", low=1)
     ones = torch.ones(1, 1, size, size)
     w = torch.ones(1, 1, 3, 3)
     if kind == "transposed":
@@ -204,8 +211,10 @@ def perceptual_loss(loss_model, style_image: torch.Tensor, style_weight: float, 
 
         L_content(y_i) = |F_l(y_i) - F_l(c_i)|^2 / |F_l(c_i)|^2,   L_style, L_TV as in notebook 07.
 
-    The loss network sees stylised images and photos in one forward pass.
+    The loss network sees stylised images and photos in one forward pass. ``style_weight`` and
+    ``tv_weight`` must be >= 0; ``style_image`` is one image.
     """
+    style_weight, tv_weight = st._weights(style_weight, tv_weight)
     layers, content_layer = st._layers(loss_model, layers, content_layer)
     style_term = st.style_loss(st.style_targets(loss_model, style_image, layers))
     tv = opt.total_variation()
@@ -232,8 +241,10 @@ def photo_batches(photos_u8: torch.Tensor, size: int, batch_size: int, seed: int
     """
     from .train import FIXRES_CROP_SCALE, random_resized_crop
 
-    if photos_u8.dtype != torch.uint8 or photos_u8.ndim != 4 or photos_u8.shape[1] != 3:
-        raise ValueError(f"photos must be uint8 [N, 3, H, W], got {photos_u8.dtype} {list(photos_u8.shape)}")
+    if photos_u8.dtype != torch.uint8 or photos_u8.ndim != 4 or photos_u8.shape[1] != 3 or not len(photos_u8):
+        raise ValueError(f"photos must be uint8 [N, 3, H, W], N >= 1, got {photos_u8.dtype} {list(photos_u8.shape)}")
+    size, batch_size = check_int(size, "size", low=5), check_int(batch_size, "batch_size", low=1)
+    seed = check_int(seed, "seed")
 
     def batch(k: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed * 1_000_003 + k)
@@ -246,6 +257,10 @@ def photo_batches(photos_u8: torch.Tensor, size: int, batch_size: int, seed: int
 def photo_set(images, size: int) -> torch.Tensor:
     """PIL images as a uint8 tensor ``[N, 3, size, size]`` (each squashed to a square) for :func:`photo_batches`."""
     import numpy as np
+
+    size = check_int(size, "size", low=1)
+    if not len(images):
+        raise ValueError("images is empty: give at least one PIL image")
 
     return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB").resize((size, size))).copy()).permute(2, 0, 1)
                         for im in images])
@@ -294,9 +309,9 @@ def train(net: TransformerNet, loss_model, style_image: torch.Tensor, photos: Ca
     """
     from tqdm.auto import tqdm
 
-    style_image = check_pixels(style_image, "style image", model=loss_model)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    style_image = check_pixels(style_image, "style image", model=loss_model, batch=False)
+    steps, every = check_int(steps, "steps", low=0), check_int(every, "every", low=1)
+    lr = check_number(lr, "lr", low=0, hint="Adam's step size")
     device = next(net.parameters()).device
     objective = perceptual_loss(loss_model, style_image.to(device), style_weight, tv_weight)
     adam = torch.optim.Adam(net.parameters(), lr=lr)
@@ -349,9 +364,26 @@ def weights_path(style: str, norm: str = "instance", variant: str = "full", fold
     return Path(folder) / f"{style}_{norm}{suffix}.pt"
 
 
+def read_record(path: Path) -> dict:
+    """The JSON record of a shipped network. A file that is not JSON, not an object, or lacks one of
+    :data:`RECORD_KEYS` raises a :class:`course_lib.data.DataError` naming the file (and the keys)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise cdata.DataError(f"{path} is not valid JSON ({err}): restore it from the repository") from None
+    if not isinstance(record, dict):
+        raise cdata.DataError(f"{path} must hold a JSON object (a network's record), got {type(record).__name__}")
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise cdata.DataError(f"{path} is incomplete: it lacks the key(s) {', '.join(missing)}; restore it from the "
+                              f"repository, or retrain the network (python -m course_lib.fast_style train)")
+    return record
+
+
 def available(folder: Path = FAST_STYLE_DIR) -> list[dict]:
-    """The records of the shipped networks (one dict per network: style, norm, variant, losses ...)."""
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    """The records of the shipped networks (one dict per network: style, norm, variant, losses ...),
+    each checked by :func:`read_record`."""
+    return [read_record(p) for p in sorted(Path(folder).glob("*.json"))]
 
 
 def load_fast_style(style: str, norm: str = "instance", variant: str = "full", folder: Path = FAST_STYLE_DIR,
@@ -364,7 +396,7 @@ def load_fast_style(style: str, norm: str = "instance", variant: str = "full", f
         listing = "; ".join(f"{s} ({n}{'' if v == 'full' else ', ' + v})" for s, n, v in have) or "none"
         raise ValueError(f"no fast-style network for style={style!r}, norm={norm!r}, variant={variant!r}. "
                          f"Shipped: {listing}. Train one with: python -m course_lib.fast_style train --style {style}")
-    record = json.loads(record_path.read_text())
+    record = read_record(record_path)
     if not path.exists():
         raise cdata.DataError(f"{path} is missing (its record {record_path.name} is there): restore it from the repository")
     actual = cdata.sha256_of(path)
@@ -379,7 +411,10 @@ def load_fast_style(style: str, norm: str = "instance", variant: str = "full", f
 @torch.no_grad()
 def held_out_losses(net: TransformerNet, loss_model, style_image: torch.Tensor, photos) -> dict:
     """Mean ``L_content`` and ``L_style`` of the stylised held-out ``photos`` (a list of
-    ``[1, 3, H, W]``), and ``L_style`` of the photos themselves (what the network starts from)."""
+    ``[1, 3, H, W]``, or a batch ``[N, 3, H, W]``: each image on its own), and ``L_style`` of the
+    photos themselves (what the network starts from)."""
+    if not len(photos):
+        raise ValueError("photos is empty: give at least one held-out photo [1, 3, H, W]")
     rows = []
     for c in photos:
         y = stylise(net, c)

@@ -6,20 +6,26 @@ Two kinds of image travel through the course, both ``torch`` tensors:
   :func:`course_lib.imaging.preprocess` returns and what the methods of notebooks 01-04
   explain: :func:`check_image`;
 * a **pixel image** ``[N, 3, H, W]`` with values in ``[0, 1]``, what the optimisation
-  methods of notebooks 05-08 take and return: :func:`check_pixels`.
+  methods of notebooks 05-08 take and return: :func:`check_pixels` (``batch=False`` where
+  one image is wanted).
 
-Both take ``[3, H, W]`` as one image and return the 4-D tensor (a view, never a copy).
+Both take ``[3, H, W]`` as one image and return the 4-D tensor (a view, never a copy; except
+that :func:`check_pixels` copies an image that is not contiguous, e.g. ``array.permute(2, 0, 1)``
+or channels-last, so that every memory layout gives exactly the same result).
 Both refuse, with a message that says what to do instead: anything that is not a tensor
 (numpy arrays, PIL images, lists), the wrong number of dimensions or colour channels
 (greyscale, RGBA, channels last), a batch where one image is wanted, an empty image,
 integer pixels (``uint8``), NaN or infinite values, and, when the ``model`` is given, a
 floating-point type other than the model's (a ``float64`` image for a ``float32`` model).
 
+Beside images: :func:`check_perturbation` (a change added to pixel images, in pixel units).
+
 Indices and numbers: :func:`check_target` (a class index: an ``int``, numpy or torch
 integer in ``0 .. classes - 1``; floats, bools and strings are refused, never converted),
 :func:`check_index` (any index, e.g. a channel), :func:`check_int` and
-:func:`check_number` (parameters such as ``k``, ``size``, ``noise_level``; numpy scalars
-accepted, bools and NaN refused).
+:func:`check_number` (parameters such as ``k``, ``steps``, ``lr``, ``style_weight``: give the
+range with ``low=``/``high=``; numpy scalars accepted, bools and NaN refused) and
+:func:`check_size` (an image size: ``S`` or ``(H, W)``).
 
 Errors: ``TypeError`` for a value of the wrong kind, ``ValueError`` for one of the right
 kind whose value or shape is wrong.
@@ -117,17 +123,19 @@ def check_image(x, name: str = "image", *, batch: bool = False, model=None) -> t
     return _image_tensor(x, name, "normalized", batch, model)
 
 
-def check_pixels(x, name: str = "image", *, model=None) -> torch.Tensor:
-    """``x``, pixel images with values in ``[0, 1]``, as ``[N, 3, H, W]``.
+def check_pixels(x, name: str = "image", *, model=None, batch: bool = True) -> torch.Tensor:
+    """``x``, pixel images with values in ``[0, 1]``, as ``[N, 3, H, W]`` (``batch=False``: one
+    image, ``[1, 3, H, W]``; a batch is refused with a message saying to pass the images one at a time).
 
     Accepted: a finite floating-point tensor ``[N, 3, H, W]`` or ``[3, H, W]`` with every value
     in ``[0, 1]``, of ``model``'s floating type when ``model`` is given; anything else raises
     a ``TypeError`` or ``ValueError`` saying what to do (a normalized image is refused:
-    :func:`course_lib.imaging.deprocess` undoes the normalisation).
+    :func:`course_lib.imaging.deprocess` undoes the normalisation). Returned contiguous (copied only
+    if it is not, e.g. channels-last).
     """
-    x = _image_tensor(x, name, "pixels", True, model)
+    x = _image_tensor(x, name, "pixels", batch, model)
     check_pixel_range(x, name)
-    return x
+    return x.contiguous()
 
 
 def check_pixel_range(x: torch.Tensor, name: str = "image") -> None:
@@ -141,6 +149,28 @@ def check_pixel_range(x: torch.Tensor, name: str = "image") -> None:
         hint = ("pixels in 0..255? divide them by 255" if hi > 1 and lo >= 0
                 else "a normalized image? use course_lib.imaging.deprocess to undo the normalisation")
         raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{lo:.3g}, {hi:.3g}] ({hint})")
+
+
+def check_perturbation(v, images: torch.Tensor, name: str = "v") -> torch.Tensor:
+    """``v``, a change added to the pixel images ``images`` ``[N, 3, H, W]``, as ``[1, 3, H, W]``
+    (one for every image) or ``[N, 3, H, W]`` (one each); ``[3, H, W]`` is one. Its values are in
+    pixel units, so within ``[-1, 1]``: anything larger (a perturbation in 0..255 units) is refused.
+    Returned as 4-D, in the images' floating type and on their device."""
+    if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+        got = f"dtype {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__
+        raise TypeError(f"{name} must be a floating-point tensor [1, 3, H, W] (a perturbation in pixel units), "
+                        f"got {got}")
+    v = v.unsqueeze(0) if v.ndim == 3 else v
+    if v.ndim != 4 or v.shape[1:] != images.shape[1:] or len(v) not in (1, len(images)):
+        raise ValueError(f"{name} must have shape [1, 3, H, W] or [N, 3, H, W] for images of shape "
+                         f"{list(images.shape)}, got {list(v.shape)}")
+    if not bool(torch.isfinite(v.detach()).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    big = float(v.detach().abs().max())
+    if big > 1:
+        raise ValueError(f"{name} must be a perturbation in pixel units, with values in [-1, 1], got values up to "
+                         f"{big:.3g}: in 0..255 units? divide it by 255")
+    return v.to(images)
 
 
 # --------------------------------------------------------------------------- indices and numbers
@@ -254,6 +284,16 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
     return v
 
 
+def check_size(size, name: str = "size") -> tuple[int, int]:
+    """An image size as ``(H, W)``: one int ``S`` (a square ``S x S``) or a pair ``(H, W)``, each an
+    int >= 1 (:func:`check_int`)."""
+    what = "an int S or a pair (H, W) of ints"
+    if isinstance(size, (tuple, list, torch.Size)) and len(size) == 2:
+        return tuple(check_int(s, name, low=1, what=what) for s in size)
+    s = check_int(size, name, low=1, what=what)
+    return s, s
+
+
 __all__ = ["check_image", "check_pixels", "check_pixel_range", "check_model_dtype", "model_dtype",
-           "check_int", "check_index", "check_channel", "check_target", "check_targets",
-           "check_number"]
+           "check_perturbation", "check_int", "check_index", "check_channel", "check_target", "check_targets",
+           "check_number", "check_size"]

@@ -19,36 +19,48 @@ from __future__ import annotations
 import torch
 
 from . import optimize as opt
-from .inputs import check_pixels
+from .inputs import check_int, check_number, check_pixels
 
 
-def features(model, x: torch.Tensor, layer: str) -> torch.Tensor:
+def features(model, x: torch.Tensor, layer: str, name: str = "image") -> torch.Tensor:
     """``phi_l(x)``: the activations of ``layer`` for pixel images ``x``."""
-    return opt.activations(model, x, [layer])[layer]
+    return opt.activations(model, x, [layer], name=name)[layer]
 
 
 def invert(model, image: torch.Tensor, layer: str, steps: int = 200, lr: float = 0.05, tv_weight: float = 0.5,
            l2_weight: float = 0.001, jitter: int = 1, seed: int = 0, callback=None, every: int = 10,
            progress: bool = True) -> torch.Tensor:
-    """An image whose ``layer`` features match ``image``'s (``[1, 3, H, W]`` pixels), from noise, by Adam."""
-    image = check_pixels(image, model=model)
+    """An image whose ``layer`` features match ``image``'s (``[1, 3, H, W]`` pixels), from noise, by Adam.
+
+    One image only: a batch is refused (the relative feature error would couple its images); loop
+    over ``x[i:i + 1]``. ``tv_weight``, ``l2_weight`` and ``jitter`` must be >= 0. The result has the
+    model's floating type."""
+    image = check_pixels(image, model=model, batch=False)
+    tv_weight, l2_weight = check_number(tv_weight, "tv_weight", low=0), check_number(l2_weight, "l2_weight", low=0)
+    jitter = check_int(jitter, "jitter", low=0)
     target = features(model, image, layer)
     j = opt.feature_match(model, layer, target) - tv_weight * opt.total_variation() - l2_weight * opt.l2(model)
     g = torch.Generator().manual_seed(seed)
-    start = (0.5 + 0.1 * torch.randn(image.shape, generator=g)).clamp(0, 1).to(image.device)
+    start = (0.5 + 0.1 * torch.randn(image.shape, generator=g)).clamp(0, 1).to(image)
     return opt.optimize(model, j, opt.PixelImage(start), steps=steps, lr=lr, transforms=[opt.jitter(jitter)] if jitter else [],
                         projections=[opt.clamp_pixels()], seed=seed, callback=callback, every=every,
                         progress=progress, desc=f"invert {layer}")
 
 
 def relative_feature_error(model, x: torch.Tensor, y: torch.Tensor, layer: str) -> float:
-    """``||phi_l(x) - phi_l(y)|| / ||phi_l(y)||``."""
-    fx, fy = features(model, x, layer), features(model, y, layer)
+    """``||phi_l(x) - phi_l(y)|| / ||phi_l(y)||`` (for batches: over all their images together)."""
+    fx, fy = features(model, x, layer, "x"), features(model, y, layer, "y")
+    if fx.shape != fy.shape:
+        raise ValueError(f"x and y must have the same shape, got {list(x.shape)} and {list(y.shape)}")
     return float((fx - fy).norm() / fy.norm().clamp_min(1e-12))
 
 
 def psnr_ssim(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of image ``x`` against reference ``y`` (``[1, 3, H, W]`` in [0, 1]), by scikit-image."""
+    """PSNR (dB) and SSIM of image ``x`` against reference ``y`` (``[1, 3, H, W]`` in [0, 1], the same
+    size; one image each: loop over a batch), by scikit-image."""
+    x, y = check_pixels(x, "x", batch=False), check_pixels(y, "y", batch=False)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same size, got {list(x.shape)} and {list(y.shape)}")
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     a = x[0].permute(1, 2, 0).double().cpu().numpy()

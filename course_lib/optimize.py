@@ -30,7 +30,12 @@ images are ``T_theta(photos)`` and the optimiser trains the weights ``theta``.
 
 Images are always ``[N, 3, H, W]`` in ``[0, 1]`` pixel space; the model's own
 normalisation ``(x - mean) / std`` is applied inside, so every function takes and returns
-ordinary pictures.
+ordinary pictures. Any memory layout works (``array.permute(2, 0, 1)``, channels-last): the
+optimised tensor is made contiguous at the start. An image too small for the network is
+refused with the smallest size that fits (:func:`smallest_size`). A layer whose module runs
+more than once in one forward pass (ResNet's ``BasicBlock.relu``, applied inside the block and
+again after the skip connection) means its **first** call, for :func:`activations` and for
+objectives alike; name the block (``"layer1.0"``) for its output.
 """
 from __future__ import annotations
 
@@ -44,8 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import imaging
-from .inputs import check_channel, check_model_dtype, check_pixels, check_targets
-from .models import eval_mode, get_layer, record_activations
+from .inputs import (check_channel, check_int, check_model_dtype, check_number, check_perturbation, check_pixels,
+                     check_size, check_targets, model_dtype)
+from .models import eval_mode, get_layer, record_activations  # noqa: F401 (O.record_activations, for the tests)
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
 #: Most objective evaluations one L-BFGS step may use (1 + its line search).
@@ -68,9 +74,7 @@ def scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     ``x``: ``[N, 3, H, W]`` (or ``[3, H, W]``) pixels in ``[0, 1]`` of the model's float type
     (:func:`course_lib.inputs.check_pixels`)."""
-    x = check_pixels(x, model=model)
-    with eval_mode(model):
-        return model(normalize(model, x))
+    return evaluate(model, Objective((OUTPUT,), lambda a, x: a[OUTPUT], "scores"), x)
 
 
 # --------------------------------------------------------------------------- objectives
@@ -80,8 +84,9 @@ def scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class Objective:
     """A scalar to maximise: ``fn(acts, image) -> tensor [N]`` (one value per image), where
     ``acts[name]`` are the activations of the named ``layers`` for the (transformed, normalized)
-    batch (``acts["output"]``: the model's output, the class scores) and ``image`` the batch in
-    pixel space. Objectives combine linearly:
+    batch (``acts["output"]``: the model's output, the class scores; a module that runs twice in
+    one forward pass is recorded at its first call) and ``image`` the batch in pixel space.
+    Objectives combine linearly:
     ``a + b``, ``a - b``, ``2.0 * a``. :func:`optimize` maximises the sum over the batch.
     """
 
@@ -174,11 +179,13 @@ def feature_match(model, layer: str, target: torch.Tensor) -> Objective:
 def l2(model, power: float = 2.0) -> Objective:
     """``||I||_p^p / size`` of the image the network sees, ``I = (x - mean) / std`` (0 = the mean colour).
     Subtract it from an objective to keep the image near the data's mean."""
+    power = check_number(power, "power", low=0, low_open=True)
     return Objective((), lambda a, x: normalize(model, x).abs().pow(power).flatten(1).mean(1), f"|I|^{power:g}")
 
 
 def total_variation(power: float = 2.0) -> Objective:
     """``sum |x_{i+1,j} - x_ij|^p + |x_{i,j+1} - x_ij|^p`` (mean over pixels): large for noisy images."""
+    power = check_number(power, "power", low=0, low_open=True)
     def f(a, x):
         dh = (x[..., 1:, :] - x[..., :-1, :]).abs().pow(power).flatten(1).mean(1)
         dw = (x[..., :, 1:] - x[..., :, :-1]).abs().pow(power).flatten(1).mean(1)
@@ -192,13 +199,13 @@ def total_variation(power: float = 2.0) -> Objective:
 class PixelImage(nn.Module):
     """The pixels themselves, ``[N, 3, H, W]`` in ``[0, 1]``: ``image() = x``.
 
-    Initialised from ``init`` (copied, never modified). Use with the :func:`clamp_pixels`
-    projection so the image stays valid.
+    Initialised from ``init`` (copied into a contiguous tensor, never modified: any memory layout
+    works). Use with the :func:`clamp_pixels` projection so the image stays valid.
     """
 
     def __init__(self, init: torch.Tensor):
         super().__init__()
-        self.x = nn.Parameter(check_pixels(init, "init").detach().clone())
+        self.x = nn.Parameter(check_pixels(init, "init").detach().clone(memory_format=torch.contiguous_format))
 
     def forward(self) -> torch.Tensor:
         return self.x
@@ -226,7 +233,9 @@ class FourierImage(nn.Module):
 
     def __init__(self, size, batch: int = 1, sd: float = 0.01, decay: float = 1.0, seed: int = 0):
         super().__init__()
-        h, w = (size, size) if isinstance(size, int) else size
+        h, w = check_size(size)
+        batch, seed = check_int(batch, "batch", low=1), check_int(seed, "seed")
+        sd, decay = check_number(sd, "sd", low=0), check_number(decay, "decay")
         fy = torch.fft.fftfreq(h)[:, None]
         fx = torch.fft.rfftfreq(w)[None, :]
         freq = torch.sqrt(fx ** 2 + fy ** 2)
@@ -248,13 +257,17 @@ class Perturbation(nn.Module):
     ``delta`` has the shape of ``x`` (one per image), or ``[1, 3, H, W]`` with ``shared=True``
     (a *universal* perturbation: one delta for every image). ``x`` may be replaced between
     steps (``p.x = next_batch``), as universal perturbations are trained on many batches.
+    ``init`` (default zeros): a starting delta in pixel units (:func:`course_lib.inputs.check_perturbation`;
+    ``[1, 3, H, W]`` is repeated for every image unless ``shared``).
     """
 
     def __init__(self, x: torch.Tensor, shared: bool = False, init: torch.Tensor | None = None):
         super().__init__()
         self.x = check_pixels(x).detach()
         shape = (1, *self.x.shape[1:]) if shared else tuple(self.x.shape)
-        self.delta = nn.Parameter(torch.zeros(shape, device=self.x.device) if init is None else init.detach().clone())
+        like = self.x[:1] if shared else self.x
+        delta = torch.zeros(shape) if init is None else check_perturbation(init, like, "init")
+        self.delta = nn.Parameter(delta.detach().to(self.x).expand(shape).clone(memory_format=torch.contiguous_format))
 
     def forward(self) -> torch.Tensor:
         return (self.x + self.delta).clamp(0, 1)
@@ -265,6 +278,7 @@ class Perturbation(nn.Module):
 
 def jitter(d: int) -> Callable:
     """Shift the image by a random ``(dy, dx)``, ``|dy|, |dx| <= d`` pixels (wrapping around)."""
+    d = check_int(d, "jitter", low=0)
     def t(x, g):
         dy, dx = (int(v) for v in torch.randint(-d, d + 1, (2,), generator=g))
         return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
@@ -273,6 +287,9 @@ def jitter(d: int) -> Callable:
 
 def random_scale(scales=(0.95, 1.0, 1.05)) -> Callable:
     """Resize by a factor drawn from ``scales`` (bilinear)."""
+    scales = [check_number(s, "scales", low=0, low_open=True) for s in scales]
+    if not scales:
+        raise ValueError("scales is empty: give at least one scale factor, e.g. (0.95, 1.0, 1.05)")
     def t(x, g):
         s = scales[int(torch.randint(len(scales), (1,), generator=g))]
         if s == 1:
@@ -286,7 +303,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``x`` blurred by a Gaussian of ``sigma`` pixels (torchvision; kernel ``2 ceil(3 sigma) + 1``)."""
     from torchvision.transforms.functional import gaussian_blur as tv_blur
 
-    if sigma <= 0:
+    if check_number(sigma, "sigma", low=0) == 0:
         return x
     k = 2 * math.ceil(3 * sigma) + 1
     return tv_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
@@ -305,6 +322,7 @@ def clamp_pixels() -> Callable:
 def linf_ball(x0: torch.Tensor, eps: float) -> Callable:
     """Keep ``x`` within ``|x - x0|_inf <= eps`` and in ``[0, 1]`` (PGD's projection), for a
     :class:`PixelImage`; for a :class:`Perturbation`, keep ``|delta|_inf <= eps``."""
+    eps = check_number(eps, "eps", low=0, hint="a budget in pixel units, e.g. 4/255")
     def p(param, step):
         if isinstance(param, Perturbation):
             param.delta.data.clamp_(-eps, eps)
@@ -316,7 +334,9 @@ def linf_ball(x0: torch.Tensor, eps: float) -> Callable:
 
 def blur_every(every: int, sigma: float) -> Callable:
     """Blur a :class:`PixelImage` with a Gaussian of ``sigma`` px every ``every`` steps
-    (Yosinski et al. 2015): a regulariser that removes high frequencies the objective built up."""
+    (Yosinski et al. 2015): a regulariser that removes high frequencies the objective built up.
+    ``every=0`` never blurs."""
+    every, sigma = check_int(every, "blur_every", low=0), check_number(sigma, "blur_sigma", low=0)
     def p(param, step):
         if every and (step + 1) % every == 0:
             param.x.data.copy_(gaussian_blur(param.x.data, sigma))
@@ -332,6 +352,8 @@ def clip_small(model, norm_percentile: float = 0.0, contribution_percentile: flo
 
     ``I = (x - mean) / std`` is the image the network sees. Uses the gradient of the last step.
     """
+    norm_percentile = check_number(norm_percentile, "norm_percentile", low=0, high=100)
+    contribution_percentile = check_number(contribution_percentile, "contribution_percentile", low=0, high=100)
     def p(param, step):
         x = param.x.data
         mean = torch.tensor(model.mean, device=x.device).view(1, 3, 1, 1)
@@ -401,31 +423,113 @@ def _forward(model, objective: Objective, x: torch.Tensor, acts: dict) -> None:
             pass
 
 
-def _recording(model, objective: Objective):
-    """Context: record the objective's layers and stop the forward pass after the deepest one."""
+def _record_first_calls(model, names, acts: dict) -> contextlib.ExitStack:
+    """Hooks that put each named layer's output into ``acts`` at the layer's *first* call in a
+    forward pass, with its graph (the network goes on with a copy, which a following in-place ReLU
+    may overwrite). Later calls of the same module (ResNet's ``BasicBlock.relu``) are not recorded."""
+    def hook(name):
+        def record(_module, _input, out):
+            if name not in acts:
+                acts[name] = out
+                return out.clone()
+        return record
+    modules = [get_layer(model, name) for name in names]   # a KeyError listing the valid names first
     stack = contextlib.ExitStack()
-    acts = stack.enter_context(record_activations(model, _hooked(objective), detach=False))
+    for name, module in zip(names, modules):
+        stack.callback(module.register_forward_hook(hook(name)).remove)
+    return stack
+
+
+def _recording(model, objective: Objective):
+    """Context: record the objective's layers (first calls) and stop the forward pass after the deepest one."""
+    stack, acts = contextlib.ExitStack(), {}
+    stack.enter_context(_record_first_calls(model, _hooked(objective), acts))
     if OUTPUT not in objective.layers and objective.layers:
         stack.enter_context(stop_after(model, _hooked(objective), acts))
     return stack, acts
 
 
-def evaluate(model: nn.Module, objective: Objective, image: torch.Tensor) -> torch.Tensor:
-    """``J`` per image for a batch of pixel images (no transforms, no gradient)."""
+def _zeros(model, h: int, w: int) -> torch.Tensor:
+    """A black image ``[1, 3, h, w]`` of the model's floating type, on its device."""
+    param = next(iter(model.parameters()), None)
+    return torch.zeros(1, 3, h, w, dtype=model_dtype(model), device=None if param is None else param.device)
+
+
+def smallest_size(model: nn.Module, layers=(OUTPUT,)) -> int | None:
+    """The smallest side ``S`` for which an ``S x S`` image passes through ``model`` as far as ``layers``
+    need (``"output"``: the whole network), found by bisection with zero images up to the model's
+    ``input_size``; None if even that fails (then the trouble is not the size)."""
+    probe = Objective(tuple(layers), lambda a, x: None)
+
+    def fits(s: int) -> bool:
+        x = _zeros(model, s, s)
+        stack, acts = _recording(model, probe)
+        try:
+            with eval_mode(model), torch.no_grad(), stack:
+                _forward(model, probe, x, acts)
+            return True
+        except RuntimeError:
+            return False
+
+    lo, hi = 0, int(getattr(model, "input_size", 224))
+    if not fits(hi):
+        return None
+    while hi - lo > 1:   # fits(hi), and lo is known to fail (or 0)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+@contextlib.contextmanager
+def _says_if_too_small(model, layers, image, name: str, hint: str = "use a larger image"):
+    """Context (outside the hooks): a ``RuntimeError`` raised inside because ``image`` (a tensor, or a
+    function giving it) is too small for the network becomes a ``ValueError`` naming ``name`` and the
+    smallest size that fits, instead of torch's "Output size is too small"."""
+    try:
+        yield
+    except RuntimeError as err:
+        with torch.no_grad():
+            h, w = (image() if callable(image) else image).shape[-2:]
+        need = smallest_size(model, layers)
+        if need is None or need <= min(h, w):
+            raise
+        upto = "" if OUTPUT in layers else f" up to {', '.join(layers)}"
+        raise ValueError(f"{name} is {h}x{w} pixels, too small for the model{upto}: it needs at least "
+                         f"{need}x{need} pixels ({hint})") from err
+
+
+def check_fits(model: nn.Module, size, layers=(OUTPUT,), name: str = "size", hint: str = "use a larger size") -> None:
+    """Raise a ``ValueError`` naming ``name`` and the smallest size that fits (:func:`smallest_size`)
+    unless an image of ``size`` (``S`` or ``(H, W)``) passes through ``model`` as far as ``layers``."""
+    x = _zeros(model, *check_size(size, name))
+    probe = Objective(tuple(layers), lambda a, x: None)
+    stack, acts = _recording(model, probe)
+    with _says_if_too_small(model, probe.layers, x, name, hint), eval_mode(model), torch.no_grad(), stack:
+        _forward(model, probe, x, acts)
+
+
+def evaluate(model: nn.Module, objective: Objective, image: torch.Tensor, *, name: str = "image") -> torch.Tensor:
+    """``J`` per image for a batch of pixel images (no transforms, no gradient). ``name``: what the
+    error messages call ``image``."""
+    image = check_pixels(image, name, model=model)
     stack, acts = _recording(model, objective)
-    with eval_mode(model), torch.no_grad(), stack:
+    with _says_if_too_small(model, objective.layers, image, name), eval_mode(model), torch.no_grad(), stack:
         _forward(model, objective, image, acts)
         return objective(acts, image)
 
 
-def activations(model: nn.Module, image: torch.Tensor, layers) -> dict:
-    """The activations ``{layer: tensor}`` of pixel images ``image`` at ``layers``, in one forward
-    pass that stops after the deepest of them (no gradient)."""
+def activations(model: nn.Module, image: torch.Tensor, layers, *, name: str = "image") -> dict:
+    """The activations ``{layer: tensor}`` of pixel images ``image`` at ``layers`` (names, or one
+    name), in one forward pass that stops after the deepest of them (no gradient). A module that
+    runs twice in one pass is recorded at its first call, as objectives see it. ``name``: what the
+    error messages call ``image``."""
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    image = check_pixels(image, name, model=model)
     probe = Objective(tuple(layers), lambda a, x: a)
     stack, acts = _recording(model, probe)
-    with eval_mode(model), torch.no_grad(), stack:
+    with _says_if_too_small(model, probe.layers, image, name), eval_mode(model), torch.no_grad(), stack:
         _forward(model, probe, image, acts)
-        return {name: acts[name].detach() for name in layers}
+        return {layer: acts[layer].detach() for layer in layers}
 
 
 def _lbfgs_scale(objective_value, params) -> float:
@@ -457,12 +561,18 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     are not touched; every hook is removed.
 
     Returns ``param()`` after the last step, detached, with ``.history`` (:class:`History`).
+    ``steps >= 0``, ``lr >= 0`` (0: no step, e.g. FGSM with a budget of 0; L-BFGS: ``lr > 0``),
+    ``every >= 1``; anything else raises a ``ValueError``.
     """
     given = isinstance(step_rule, torch.optim.Optimizer)
     if not given and step_rule not in STEP_RULES:
         raise ValueError(f"unknown step_rule {step_rule!r}; choose one of {', '.join(STEP_RULES)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective (e.g. class_score(model, c)), got {type(objective).__name__}")
+    if not isinstance(param, nn.Module):
+        raise TypeError(f"param must be a parameterisation (e.g. PixelImage(x)), got {type(param).__name__}")
+    steps, every, seed = check_int(steps, "steps", low=0), check_int(every, "every", low=1), check_int(seed, "seed")
+    lr = lr if given else check_number(lr, "lr", low=0, low_open=step_rule == "lbfgs", hint="the step size")
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
@@ -495,7 +605,8 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         for p in model.parameters():
             p.requires_grad_(False)
         stack, acts = _recording(model, objective)
-        with eval_mode(model), torch.enable_grad(), stack:
+        with _says_if_too_small(model, objective.layers, param, "the optimised image"), eval_mode(model), \
+                torch.enable_grad(), stack:
             for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
                 if given or step_rule == "adam":
                     opt.zero_grad(set_to_none=True)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import optimize as opt
-from .inputs import check_pixels
+from .inputs import check_int, check_number, check_pixels, check_size
 from .models import BlurMaxPool2d, CourseNet
 
 #: The course model's style layers (the first ReLU of each block) and its content layer.
@@ -73,12 +73,25 @@ def default_layers(model) -> tuple[tuple, str]:
     raise ValueError(f"no default style/content layers for a {kind}: pass layers=(...) and content_layer=...")
 
 
+def _layer_names(layers) -> tuple:
+    """Style layers as a tuple of names (one name is one layer); an empty list is refused."""
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    if not layers:
+        raise ValueError("layers is empty: give at least one style layer, e.g. layers=('relu1_1', 'relu2_1')")
+    return layers
+
+
 def _layers(model, layers=None, content_layer=None) -> tuple[tuple, str]:
     """``layers`` and ``content_layer``, each defaulting to :func:`default_layers` where not given."""
     if layers is not None and content_layer is not None:
-        return tuple(layers), content_layer
+        return _layer_names(layers), content_layer
     default_style, default_content = default_layers(model)
-    return tuple(layers or default_style), content_layer or default_content
+    return _layer_names(default_style if layers is None else layers), content_layer or default_content
+
+
+def _weights(style_weight, tv_weight) -> tuple[float, float]:
+    """``style_weight`` (beta / alpha) and ``tv_weight`` (gamma / alpha), each a number >= 0."""
+    return check_number(style_weight, "style_weight", low=0), check_number(tv_weight, "tv_weight", low=0)
 
 
 def gram_matrix(f: torch.Tensor) -> torch.Tensor:
@@ -91,13 +104,10 @@ def gram_matrix(f: torch.Tensor) -> torch.Tensor:
 
 
 def style_targets(model, style: torch.Tensor, layers=COURSE_STYLE_LAYERS) -> dict:
-    """The Gram matrices of the style image (pixels ``[1, 3, H, W]``) at ``layers``."""
-    style = check_pixels(style, "style image", model=model)
-    try:
-        acts = opt.activations(model, style, layers)
-    except RuntimeError as err:  # a pooling layer with nothing left to pool
-        raise ValueError(f"the style image ({style.shape[-2]}x{style.shape[-1]}) is too small for layers "
-                         f"{', '.join(layers)} ({err}). Use a larger style image.") from err
+    """The Gram matrices of the style image (pixels ``[1, 3, H, W]``; one image: a batch is refused,
+    blend several with :func:`blended_targets`) at ``layers`` (names, or one name)."""
+    style = check_pixels(style, "style image", model=model, batch=False)
+    acts = opt.activations(model, style, _layer_names(layers), name="style image")
     for name, a in acts.items():
         if min(a.shape[-2:]) < 2:
             raise ValueError(f"the style image ({style.shape[-2]}x{style.shape[-1]}) is too small for layer "
@@ -108,10 +118,17 @@ def style_targets(model, style: torch.Tensor, layers=COURSE_STYLE_LAYERS) -> dic
 def style_loss(targets: dict, weights: dict | None = None) -> opt.Objective:
     """``-L_style``: minus ``sum_l w_l |G_l(x) - G_l(s)|^2 / |G_l(s)|^2`` (an objective to maximise).
 
-    ``targets`` from :func:`style_targets`; ``weights`` per layer (default: 1 / number of layers).
+    ``targets`` from :func:`style_targets`; ``weights`` per layer (default: 1 / number of layers):
+    a dict with a number >= 0 for every layer of ``targets`` (weights of other layers are ignored).
     """
     layers = tuple(targets)
-    weights = weights or {name: 1.0 / len(layers) for name in layers}
+    if weights is None:
+        weights = {name: 1.0 / len(layers) for name in layers}
+    missing = [name for name in layers if name not in weights]
+    if missing:
+        raise ValueError(f"weights must give a weight for every style layer ({', '.join(layers)}); "
+                         f"missing: {', '.join(missing)}")
+    weights = {name: check_number(weights[name], f"weights[{name!r}]", low=0) for name in layers}
 
     def f(a, x):
         total = 0.0
@@ -126,14 +143,18 @@ def style_loss(targets: dict, weights: dict | None = None) -> opt.Objective:
 def style_distance(model, image: torch.Tensor, style: torch.Tensor, layers=None) -> float:
     """``L_style`` of ``image`` against ``style``'s Grams (layers default to :func:`default_layers`):
     0 for the same texture statistics, about 1 or more for unrelated images. ``image`` may have
-    any size: Grams do not depend on where things are, nor on how many positions there are."""
-    layers = layers or default_layers(model)[0]
-    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), check_pixels(image, model=model)).item()
+    any size: Grams do not depend on where things are, nor on how many positions there are.
+    One image each (loop over a batch)."""
+    layers = _layer_names(default_layers(model)[0] if layers is None else layers)
+    image = check_pixels(image, model=model, batch=False)
+    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), image).item()
 
 
 def content_loss(model, content: torch.Tensor, layer: str = COURSE_CONTENT_LAYER) -> opt.Objective:
-    """``-L_content``: minus ``|F_l(x) - F_l(c)|^2 / |F_l(c)|^2`` (:func:`course_lib.optimize.feature_match`)."""
-    target = opt.activations(model, check_pixels(content, "content image", model=model), [layer])[layer]
+    """``-L_content``: minus ``|F_l(x) - F_l(c)|^2 / |F_l(c)|^2`` (:func:`course_lib.optimize.feature_match`),
+    for one content image ``[1, 3, H, W]`` (a batch is refused: its images would share one norm)."""
+    content = check_pixels(content, "content image", model=model, batch=False)
+    target = opt.activations(model, content, [layer], name="content image")[layer]
     return opt.feature_match(model, layer, target)
 
 
@@ -168,7 +189,7 @@ def blended_targets(model, styles, weights=None, layers=COURSE_STYLE_LAYERS) -> 
     if not styles:
         raise ValueError("give at least one style image")
     weights = torch.ones(len(styles)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-    if weights.shape != (len(styles),) or (weights < 0).any() or weights.sum() <= 0:
+    if weights.shape != (len(styles),) or not weights.isfinite().all() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"give one non-negative weight per style image ({len(styles)}), not all zero; got {weights.tolist()}")
     weights = weights / weights.sum()
     grams = [style_targets(model, s, layers) for s in styles]
@@ -178,8 +199,8 @@ def blended_targets(model, styles, weights=None, layers=COURSE_STYLE_LAYERS) -> 
 def scale_image(x: torch.Tensor, factor: float) -> torch.Tensor:
     """``x`` resized by ``factor`` (antialiased bilinear): the **style scale**. A style image
     shown larger has larger strokes relative to the network's receptive fields."""
-    if not factor > 0:
-        raise ValueError(f"the scale factor must be positive, got {factor}")
+    x = check_pixels(x, "style image")
+    factor = check_number(factor, "style_scale", low=0, low_open=True, hint="the scale factor must be positive")
     h, w = x.shape[-2:]
     size = (max(1, round(h * factor)), max(1, round(w * factor)))
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -209,6 +230,7 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
 def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The style's luminance as a grey image, shifted and scaled to the content luminance's
     mean and standard deviation (Gatys et al. 2017, luminance-only transfer)."""
+    style, content = check_pixels(style, "style image"), check_pixels(content, "content image")
     ys, yc = rgb_to_yiq(style)[:, :1], rgb_to_yiq(content)[:, :1]
     y = (ys - ys.mean()) / ys.std().clamp_min(1e-6) * yc.std() + yc.mean()
     return y.expand(-1, 3, -1, -1).clamp(0, 1)
@@ -217,6 +239,7 @@ def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 def with_content_colour(x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """``x``'s luminance with the content's chroma: ``YIQ -> RGB(Y(x), I(c), Q(c))``, clipped.
     ``content`` is resized to ``x``'s size if needed."""
+    x, content = check_pixels(x, "x"), check_pixels(content, "content image")
     if content.shape[-2:] != x.shape[-2:]:
         content = F.interpolate(content, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     yiq = torch.cat([rgb_to_yiq(x)[:, :1], rgb_to_yiq(content)[:, 1:]], dim=1)
@@ -237,7 +260,10 @@ def match_colour_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.
 
         x' = A (x - mu_s) + mu_c,     A = Sigma_c^(1/2) Sigma_s^(-1/2)
 
-    Clipped to ``[0, 1]``. Then ordinary style transfer keeps the content's colours."""
+    Clipped to ``[0, 1]``. Then ordinary style transfer keeps the content's colours. For batches the
+    statistics are those of all their pixels together."""
+    style, content = check_pixels(style, "style image"), check_pixels(content, "content image")
+
     def stats(img):
         px = img.permute(1, 0, 2, 3).reshape(3, -1).double()
         mu = px.mean(1, keepdim=True)
@@ -252,6 +278,7 @@ def match_colour_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.
 def with_random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose convolutions and linear layers are re-initialised at random
     (PyTorch's default initialisation, seeded): the same architecture, nothing learnt."""
+    seed = check_int(seed, "seed")
     twin = copy.deepcopy(model)
     g = torch.random.fork_rng(devices=[])
     with g:
@@ -273,9 +300,12 @@ def image_quilting(image: torch.Tensor, size, patch: int = 32, overlap: int = 8,
 
     Quilting copies real pixels (sharp, exact colours) but repeats the source and shows seams
     where no candidate fits; compare with :func:`texture_synthesis`, which copies nothing.
+    One source image (a batch is refused); ``size``: ``S`` or ``(H, W)``.
     """
-    image = check_pixels(image, "texture image")[:1]
-    h, w = (size, size) if isinstance(size, int) else size
+    image = check_pixels(image, "texture image", batch=False)
+    h, w = check_size(size)
+    patch, overlap = check_int(patch, "patch", low=1), check_int(overlap, "overlap", low=0)
+    candidates, seed = check_int(candidates, "candidates", low=1), check_int(seed, "seed")
     sh, sw = image.shape[-2:]
     if not 0 <= overlap < patch <= min(sh, sw):
         raise ValueError(f"need 0 <= overlap < patch <= the image's shorter side ({min(sh, sw)}); "
@@ -312,13 +342,16 @@ def texture_synthesis(model, style: torch.Tensor, size=None, layers=None, steps:
     0.05) also works. L-BFGS runs unconstrained and the result is clipped to ``[0, 1]`` at the
     end: clipping after every step breaks the curvature estimate L-BFGS builds (measured: a 4x
     higher final style loss and no recognisable texture). Returns ``[1, 3, H, W]`` pixels with
-    ``.history``.
+    ``.history``. One style image (a batch is refused: loop over ``s[i:i + 1]``, or blend several
+    with :func:`blended_targets` and :func:`style_loss`); a ``size`` too small for the network is
+    refused with the smallest that fits.
     """
-    style = check_pixels(style, "style image", model=model)
-    layers = layers or default_layers(model)[0]
-    h, w = (size, size) if isinstance(size, int) else (size or style.shape[-2:])
+    style = check_pixels(style, "style image", model=model, batch=False)
+    layers = _layer_names(default_layers(model)[0] if layers is None else layers)
+    h, w = style.shape[-2:] if size is None else check_size(size)
     net = _pooled(model, pool)
     objective = style_loss(style_targets(net, style, layers))
+    opt.check_fits(net, (h, w), layers)
     g = torch.Generator().manual_seed(seed)
     start = torch.rand(1, 3, h, w, generator=g).to(style)        # the style's device and float type
     x = _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, "texture")
@@ -342,7 +375,8 @@ def _run(net, objective, start, steps, step_rule, lr, seed, callback, every, pro
 def transfer_objective(model, content: torch.Tensor, targets: dict, style_weight: float,
                        tv_weight: float, content_layer: str) -> opt.Objective:
     """``J = -(L_content + style_weight * L_style + tv_weight * L_TV)``: :func:`style_transfer`
-    maximises it (``alpha = 1``, ``beta / alpha = style_weight``, ``gamma = tv_weight``)."""
+    maximises it (``alpha = 1``, ``beta / alpha = style_weight``, ``gamma = tv_weight``, both >= 0)."""
+    style_weight, tv_weight = _weights(style_weight, tv_weight)
     return (content_loss(model, content, content_layer) + style_weight * style_loss(targets)
             - tv_weight * opt.total_variation())
 
@@ -368,10 +402,18 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
     ``init``: ``"content"`` (start from the photo: fewer steps) or ``"noise"``. Layers default
     to :func:`default_layers`. ``callback`` gets the image as it will be returned (with the
     content's colours in luminance mode). Returns ``[1, 3, H, W]`` in ``[0, 1]`` with ``.history``.
+
+    One content image and single style images: a batch is refused (one L-BFGS run would couple
+    its images): loop over ``content[i:i + 1]``; give several styles as a list. ``style_weight``,
+    ``tv_weight`` >= 0, ``style_scale`` > 0. Any memory layout works (e.g. ``array.permute(2, 0, 1)``).
     """
-    content = check_pixels(content, "content image", model=model)
-    styles = [style] if isinstance(style, torch.Tensor) else list(style)
-    styles = [check_pixels(s, f"style image {i}", model=model) for i, s in enumerate(styles)]
+    content = check_pixels(content, "content image", model=model, batch=False)
+    if isinstance(style, torch.Tensor):
+        styles = [check_pixels(style, "style image", model=model, batch=False)]
+    else:
+        styles = [check_pixels(s, f"style image {i}", model=model, batch=False) for i, s in enumerate(style)]
+    _weights(style_weight, tv_weight)
+    check_number(style_scale, "style_scale", low=0, low_open=True, hint="the scale factor must be positive")
     if preserve_colour not in COLOUR_MODES:
         raise ValueError(f"preserve_colour must be one of {COLOUR_MODES}, not {preserve_colour!r}")
     if init not in ("content", "noise"):
@@ -401,9 +443,10 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
 def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, blend=None, style_scale: float = 1.0,
                     layers=None, content_layer: str | None = None) -> dict:
     """The three terms for a finished image (no weights applied): ``{"content": L_content,
-    "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style."""
+    "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style.
+    One image and one content photo (loop over a batch)."""
     layers, content_layer = _layers(model, layers, content_layer)
-    image = check_pixels(image, model=model)
+    image = check_pixels(image, model=model, batch=False)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
     targets = blended_targets(model, [scale_image(check_pixels(s, "style image", model=model), style_scale) for s in styles],
                               blend, layers)
