@@ -100,10 +100,17 @@ def check_shape(actual, shape, name: str = "your result") -> None:
         raise AssertionError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
 
 
-def check_close(actual, expected, name: str = "your result", rtol: float = 1e-4, atol: float = 1e-6) -> None:
-    """Fail with a clear message unless ``actual`` equals ``expected`` up to ``rtol``/``atol``.
+def check_close(actual, expected, name: str = "your result", rtol: float = 1e-4, atol: float | None = None) -> None:
+    """Fail with a clear message unless ``actual`` equals ``expected`` up to ``rtol``/``atol``:
+    ``|actual - expected| <= atol + rtol * |expected|`` at every position.
 
-    The message gives the shapes, or the largest difference and where it is.
+    By default ``atol`` is ``1e-5`` times the largest ``|expected|``: a floor that scales with the
+    values compared, so that an answer never depends on their units or on the CPU that computes
+    them (other SIMD kernels, other summation orders: other rounding, which a value that cancels to
+    almost 0 shows on the scale of its terms). Where every expected value is 0 there is no scale to
+    take, and the floor is ``1e-6``. Pass ``atol`` where the scale is known (pixels in [0, 1]), and
+    ``rtol=0, atol=0`` for exact equality. The message gives the shapes, or the largest difference
+    and where it is.
     """
     a = _as_tensor(actual, name).double()
     e = _as_tensor(expected, "the expected value").double()
@@ -111,6 +118,9 @@ def check_close(actual, expected, name: str = "your result", rtol: float = 1e-4,
         raise AssertionError(f"{name} has shape {tuple(a.shape)}, expected {tuple(e.shape)}")
     if not torch.isfinite(a).all():
         raise AssertionError(f"{name} contains NaN or infinite values")
+    if atol is None:
+        scale = float(e.abs().max()) if e.numel() else 0.0
+        atol = 1e-5 * scale if scale > 0 else 1e-6
     diff = (a - e).abs()
     bad = diff > atol + rtol * e.abs()
     if bad.any():

@@ -3,6 +3,7 @@ models, the shipped course model, and the local data cache / mirror."""
 import os
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,24 @@ matplotlib.use("Agg")
 # cores. The two longest files start first, one in each process: the browser test (CPU-bound) and the
 # exercise grading cycle (mostly waiting for sandboxes); the other grader files follow, then the rest.
 FIRST = ["test_browser.py", "test_exercises.py", "test_grader_attacks.py", "test_submission_input.py"]
+
+
+def close(actual, expected, rtol=1e-5, floor=1e-6, scale=None, msg=None):
+    """``torch.testing.assert_close`` with tolerances that scale with the values compared, so that no test
+    depends on which CPU runs it (other SIMD kernels, oneDNN or not, bf16 paths: other rounding, other
+    summation orders): elementwise ``|actual - expected| <= rtol * |expected| + floor * scale``, where
+    ``scale`` is the largest ``|expected|`` unless given. Give it where ``expected`` is a small difference
+    of large numbers (its rounding is that of the large numbers: a class score's, a sum's terms')."""
+    actual, expected = _tensor(actual), _tensor(expected)
+    if scale is None:
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=floor * float(scale), check_dtype=False, msg=msg)
+
+
+def _tensor(x):
+    if isinstance(x, (int, float)):
+        return torch.tensor(float(x), dtype=torch.float64)
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
 
 
 def pytest_collection_modifyitems(config, items):

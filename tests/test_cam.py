@@ -6,6 +6,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 from torch import nn
 
+from conftest import close
 from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, gap_and_fc, grad_cam, guided_grad_cam
 from course_lib.models import _prepare, get_layer
 
@@ -28,7 +29,8 @@ def test_cam_mean_plus_bias_is_the_class_score(net):
     for c in (0, 3, 9):
         m = cam(net, x, target=c, relu=False, size=False)
         assert m.shape == (8, 8) if net.input_size == 128 else m.shape == (4, 4)
-        torch.testing.assert_close(m.mean() + net.fc.bias[c], scores[c], rtol=1e-5, atol=1e-5)
+        # the mean sums channels x positions terms that cancel down to the score: rounding scales with the scores
+        close(m.mean() + net.fc.bias[c], scores[c], rtol=1e-5, floor=1e-5, scale=scores.abs().max())
 
 
 def test_grad_cam_at_the_gap_input_equals_relu_cam_over_hw(net):
@@ -39,20 +41,20 @@ def test_grad_cam_at_the_gap_input_equals_relu_cam_over_hw(net):
         m = cam(net, x, target=c, size=False)
         h, w = m.shape
         g = grad_cam(net, x, layer=layer, target=c, size=False)
-        torch.testing.assert_close(g, m / (h * w), rtol=1e-5, atol=1e-7)
+        close(g, m / (h * w), rtol=1e-5, floor=1e-5)  # floor: sums over channels that cancel
         # and after bilinear upsampling to the input size
-        torch.testing.assert_close(grad_cam(net, x, layer=layer, target=c), cam(net, x, target=c) / (h * w),
-                                   rtol=1e-5, atol=1e-7)
+        close(grad_cam(net, x, layer=layer, target=c), cam(net, x, target=c) / (h * w), rtol=1e-5, floor=1e-5)
 
 
 @pytest.mark.parametrize("layer", ["relu4_2", "relu3_1", "pool2", "conv4_2", "conv3_2"])
 def test_grad_cam_matches_captum(net, layer):
     x = _x(net, 2)
-    c = int(net(x).argmax())
+    # the predicted class, or the first whose map is not empty (random nets can have all-negative maps)
+    c = next(c for c in [int(net(x).argmax())] + list(range(10)) if grad_cam(net, x, layer=layer, target=c).max() > 0)
     oracle = LayerGradCam(net, get_layer(net, layer)).attribute(x, target=c, relu_attributions=True)
     up = LayerAttribution.interpolate(oracle, x.shape[-2:], "bilinear")[0, 0]
     ours = grad_cam(net, x, layer=layer, target=c)
-    torch.testing.assert_close(ours, up, rtol=1e-4, atol=1e-6)
+    close(ours, up, rtol=1e-4, floor=1e-5)  # another implementation: other sums, other kernels
 
 
 def test_grad_cam_matches_pytorch_grad_cam_raw_map(net):
@@ -61,7 +63,7 @@ def test_grad_cam_matches_pytorch_grad_cam_raw_map(net):
 
     x = _x(net, 3)
     layer = get_layer(net, "relu3_2")
-    c = 4
+    c = next(c for c in range(4, 10) if grad_cam(net, x, layer="relu3_2", target=c).max() > 0)  # not an empty map
     with GradCAM(model=net, target_layers=[layer]) as gc:
         xi = x.clone().requires_grad_(True)
         targets = [ClassifierOutputTarget(c)]
@@ -70,7 +72,7 @@ def test_grad_cam_matches_pytorch_grad_cam_raw_map(net):
         grads = gc.activations_and_grads.gradients[0].numpy()
         raw = np.maximum(gc.get_cam_image(xi, layer, targets, acts, grads), 0)[0]
     ours = grad_cam(net, x, layer="relu3_2", target=c, size=False)
-    np.testing.assert_allclose(ours.numpy(), raw, rtol=1e-4, atol=1e-7)
+    close(ours, raw, rtol=1e-4, floor=1e-5)  # another implementation: other sums (numpy's), other kernels
 
 
 def test_cam_on_a_model_without_gap_fc_explains_and_points_to_grad_cam():
@@ -89,8 +91,7 @@ def test_cam_works_for_resnet_too():
                  (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     x = torch.randn(1, 3, 64, 64)
     m = cam(r, x, target=7, size=False)
-    torch.testing.assert_close(grad_cam(r, x, layer="layer4", target=7, size=False), m / m.numel(),
-                               rtol=1e-4, atol=1e-7)
+    close(grad_cam(r, x, layer="layer4", target=7, size=False), m / m.numel(), rtol=1e-4, floor=1e-5)
 
 
 def test_nothing_is_left_changed(tiny_net):
@@ -121,8 +122,8 @@ def test_bad_inputs(tiny_net, bad):
 def test_one_image_without_batch_dimension_is_accepted_as_everywhere_else(tiny_net):
     """[3, H, W] is one image for CAM too, as for saliency, occlusion and the optimisation modules."""
     x = _x(tiny_net)
-    torch.testing.assert_close(cam(tiny_net, x[0], target=2), cam(tiny_net, x, target=2))
-    torch.testing.assert_close(grad_cam(tiny_net, x[0], target=2), grad_cam(tiny_net, x, target=2))
+    close(cam(tiny_net, x[0], target=2), cam(tiny_net, x, target=2))
+    close(grad_cam(tiny_net, x[0], target=2), grad_cam(tiny_net, x, target=2))
 
 
 # --------------------------------------------------------------------------- issue 15: CAM's structure, targets, sizes
@@ -153,11 +154,11 @@ def test_cam_finds_a_linear_layer_named_head_by_structure():
     gap, fc = gap_and_fc(net)
     assert gap is net.pool and fc is net.head
     m = cam(net, x, target=4, relu=False, size=False)
-    torch.testing.assert_close(m.mean() + net.head.bias[4], net(x)[0, 4], rtol=1e-5, atol=1e-5)
+    close(m.mean() + net.head.bias[4], net(x)[0, 4], rtol=1e-5, floor=1e-5, scale=net(x).abs().max())
     # dropout and flatten between the pooling and the linear layer change nothing in eval mode
     net = _gap_net(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 6)))
     m = cam(net, x, target=1, relu=False, size=False)
-    torch.testing.assert_close(m.mean() + net.head[2].bias[1], net(x)[0, 1], rtol=1e-5, atol=1e-5)
+    close(m.mean() + net.head[2].bias[1], net(x)[0, 1], rtol=1e-5, floor=1e-5, scale=net(x).abs().max())
 
 
 def test_cam_refuses_an_mlp_after_gap_even_of_the_same_width():
@@ -195,7 +196,7 @@ def test_string_target_says_how_to_find_the_index(tiny_net):
 @pytest.mark.parametrize("ok", [3, np.int64(3), torch.tensor(3)])
 def test_integer_targets_of_any_kind_work(tiny_net, ok):
     x = _x(tiny_net)
-    torch.testing.assert_close(cam(tiny_net, x, target=ok), cam(tiny_net, x, target=3))
+    close(cam(tiny_net, x, target=ok), cam(tiny_net, x, target=3))
 
 
 @pytest.mark.parametrize("bad", [-1, 10])
@@ -210,7 +211,7 @@ def test_size_may_be_an_int_or_a_pair(tiny_net):
     assert cam(tiny_net, x, target=1, size=128).shape == (128, 128)
     assert cam(tiny_net, x, target=1, size=np.int64(32)).shape == (32, 32)
     assert grad_cam(tiny_net, x, target=1, size=(20, 30)).shape == (20, 30)
-    torch.testing.assert_close(cam(tiny_net, x, target=1, size=64), cam(tiny_net, x, target=1))
+    close(cam(tiny_net, x, target=1, size=64), cam(tiny_net, x, target=1))
     for bad, err, match in [(0, ValueError, "size must be an int >= 1"), (-5, ValueError, ">= 1"),
                             (2.5, TypeError, r"an int S \(S x S\) or a pair \(H, W\)"),
                             ("big", TypeError, r"a pair \(H, W\)"), ((1, 2, 3), ValueError, "pair")]:
@@ -294,4 +295,4 @@ def test_guided_grad_cam_matches_captum(net, layer):
     ours = guided_grad_cam(net, x, layer=layer, target=c)
     assert ours.shape == (3,) + tuple(x.shape[-2:])
     assert ours.abs().max() > 0
-    torch.testing.assert_close(ours, oracle, rtol=1e-4, atol=1e-6 * float(oracle.abs().max()))
+    close(ours, oracle, rtol=1e-4, floor=1e-6)

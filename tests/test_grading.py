@@ -83,3 +83,19 @@ def test_a_remote_call_is_judged_by_the_caller_against_its_own_state_before(monk
     assert value == "value" and any("training mode" in p for p in problems)
     assert not net.training                           # the caller's own arguments were never touched
     assert call_with_report(_Remote(lambda *a: None), (net, x), {})[1] == []
+
+
+def test_check_close_scales_with_the_values_compared():
+    """The default floor is 1e-5 of the largest |expected|: 3 float32 ulps at 49 pass (an AMD CPU's rounding,
+    issue 25), a 1% error fails at any scale, and an almost-0 value is judged on the scale of the others."""
+    from course_lib.grading import check_close
+
+    ref = torch.tensor([-49.36476516723633, 0.5, 1e-3])
+    check_close(torch.tensor([-49.364776611328125, 0.5, 1e-3]), ref)
+    for scale in (1e-6, 1.0, 1e4):
+        check_close(ref * scale + torch.tensor([0.0, 0.0, 4e-4]) * scale, ref * scale)  # 4e-4 < 1e-5 * 49.4
+        with pytest.raises(AssertionError, match="differs"):
+            check_close(ref * scale * 1.01, ref * scale)
+    check_close(torch.tensor([3e-7]), torch.zeros(1))                 # all 0: an absolute floor of 1e-6
+    with pytest.raises(AssertionError, match="differs"):
+        check_close(torch.tensor([1e-9]), torch.zeros(1), rtol=0, atol=0)

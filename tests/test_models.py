@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
+from conftest import close
 from course_lib import models
 from course_lib.data import ChecksumError
 from course_lib.models import (CourseNet, ModelUnavailableError, fold_batch_norm, get_layer, layer_table,
@@ -98,7 +99,7 @@ def test_fold_batch_norm_is_exact(conv1, pool):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
     assert (plain.conv1_spec, plain.pool_kind) == (conv1, pool)
     x = torch.randn(2, 3, 64, 64)
-    torch.testing.assert_close(plain(x), net(x), rtol=1e-4, atol=1e-5)
+    close(plain(x), net(x), rtol=1e-4, floor=1e-5)  # folded weights: other products, through the whole net
     assert [n for n, _ in plain.features.named_children()] == [
         "conv1_1", "relu1_1", "pool1", "conv2_1", "relu2_1", "pool2",
         "conv3_1", "relu3_1", "conv3_2", "relu3_2", "pool3", "conv4_1", "relu4_1", "conv4_2", "relu4_2"]
@@ -115,7 +116,7 @@ def test_blur_max_pool_is_max_then_binomial_blur():
     want = sum(b[i] * b[j] * p[..., i:i + 2 * 4 - 1:2, j:j + 2 * 6 - 1:2] for i in range(3) for j in range(3)) / 16
     got = models.BlurMaxPool2d()(x)
     assert got.shape == (2, 3, 4, 6)  # 9x12 -> dense max 8x11 -> every second of the padded 10x13
-    torch.testing.assert_close(got, want)
+    close(got, want)
     with pytest.raises(ValueError, match="'blur' or 'max'"):
         CourseNet(pool="avg")
 
@@ -162,7 +163,7 @@ def test_record_activations_removes_hooks_even_on_error(tiny_net):
     assert (acts["relu4_2"] >= 0).all()
     # the conv output is recorded before the in-place ReLU that follows it overwrites it
     assert (acts["conv1_1"] < 0).any()
-    torch.testing.assert_close(acts["conv1_1"], tiny_net.features.conv1_1(x))
+    close(acts["conv1_1"], tiny_net.features.conv1_1(x))
     with record_activations(tiny_net, ["conv2_1"], detach=False) as acts:
         out = tiny_net(x.clone().requires_grad_(True))
     (g,) = torch.autograd.grad(out[0, 1], acts["conv2_1"])
@@ -196,7 +197,7 @@ def test_imagenet_model_from_a_fake_torch_home(name, tmp_path, monkeypatch):
     assert not m.training and all(not p.requires_grad for p in m.parameters())
     assert len(m.class_names) == 1000 and m.class_names[0] == "tench" and m.input_size == 224
     key = next(iter(state))
-    torch.testing.assert_close(m.state_dict()[key], state[key])  # it really loaded our file
+    torch.testing.assert_close(m.state_dict()[key], state[key], rtol=0, atol=0)  # it really loaded our file
 
 
 def test_imagenet_model_offline_without_cache_names_file_and_folder(tmp_path, monkeypatch):
@@ -214,7 +215,7 @@ def test_course_model_runs_channels_last_with_the_same_outputs(course_model):
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     plain = copy.deepcopy(course_model).to(memory_format=torch.contiguous_format)
     with torch.no_grad():
-        torch.testing.assert_close(course_model(x), plain(x), rtol=1e-4, atol=1e-4)
+        close(course_model(x), plain(x), rtol=1e-4, floor=1e-5)  # other memory formats: other kernels
 
 
 # ---------------------------------------------------------------- issue 15: predictions in eval mode
@@ -256,7 +257,7 @@ def test_classify_and_predict_dataset_run_in_eval_mode_and_restore_each_flag():
     assert [m.training for m in net.modules()] == flags
     net.eval()
     assert models.classify(net, photos[0][0], k=4) == answers[0]
-    torch.testing.assert_close(models.predict_dataset(net, photos, progress=False)[0], logits[0])
+    close(models.predict_dataset(net, photos, progress=False)[0], logits[0])  # (another batch size)
 
 
 def test_classify_and_predict_dataset_check_their_numbers():

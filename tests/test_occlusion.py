@@ -4,6 +4,7 @@ import pytest
 import torch
 from captum.attr import Occlusion
 
+from conftest import close
 from course_lib.imaging import normalize, preprocess
 from course_lib.occlusion import number_of_windows, occlusion, show_occlusion, window_starts
 
@@ -26,6 +27,25 @@ def captum_occlusion(model, x, target, patch, stride, fill, score, per_eval=16):
     return attr[:, 0]
 
 
+def decisive(net):
+    """``net`` with its biases 0 and its classifier x500: occluding a window then moves the scores far more than
+    their rounding. (A random net's probabilities hardly move: maps of 1e-5, where a floor safe from rounding
+    would let a 1% error pass.)"""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+                m.bias.zero_()
+        net.fc.weight.mul_(500)
+    return net
+
+
+def score_scale(model, x, score):
+    """The size of the scores whose differences an occlusion map holds: their rounding is the map's."""
+    with torch.no_grad():
+        s = model(x)
+    return float((s.softmax(1) if score == "prob" else s).abs().max())
+
+
 @pytest.fixture(scope="module")
 def photos(val_set):
     """Two validation photos (a tench and a French horn)."""
@@ -44,7 +64,7 @@ def test_matches_captum_on_course_model(course_model, photos, patch, stride, fil
     ref = captum_occlusion(course_model, x, target, patch, stride, fill, score)
     assert ours.shape == (1, 128, 128)
     assert ref.abs().max() > 1e-3  # a real signal, not two maps of zeros
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    close(ours, ref, rtol=1e-4, floor=1e-5, scale=score_scale(course_model, x, score))  # other batches than captum's
 
 
 @pytest.mark.parametrize("patch,stride,fill,score,size", [
@@ -56,13 +76,14 @@ def test_matches_captum_on_course_model(course_model, photos, patch, stride, fil
     (11, 6, "mean", "prob", 37),    # odd image size
 ])
 def test_matches_captum_on_tiny_net(tiny_net, patch, stride, fill, score, size):
+    tiny_net = decisive(tiny_net)
     torch.manual_seed(3)
     x = torch.randn(2, 3, size, size)
     targets = [4, 7]
     ours = occlusion(tiny_net, x, targets, patch, stride, fill=fill, score=score, batch_size=16, progress=False)
     ref = captum_occlusion(tiny_net, x, torch.tensor(targets), patch, stride, fill, score)
     assert ref.abs().max() > 0
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    close(ours, ref, rtol=1e-4, floor=1e-5, scale=score_scale(tiny_net, x, score))  # other batches than captum's
 
 
 def test_window_starts_like_captum():
@@ -81,8 +102,9 @@ def test_batch_size_and_default_target(tiny_net):
     a = occlusion(tiny_net, x, None, 8, 4, batch_size=1, progress=False)
     b = occlusion(tiny_net, x, int(tiny_net(x).argmax()), 8, 4, batch_size=7, progress=False)
     c = occlusion(tiny_net, x[0], None, 8, 4, batch_size=1000, progress=False)
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    torch.testing.assert_close(a, c, rtol=0, atol=1e-6)
+    scale = score_scale(tiny_net, x, "prob")  # other batch sizes: other kernels
+    close(a, b, rtol=1e-5, floor=1e-6, scale=scale)
+    close(a, c, rtol=1e-5, floor=1e-6, scale=scale)
 
 
 def test_leaves_model_and_input_alone(tiny_net):

@@ -13,6 +13,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from conftest import close
 from course_lib.models import BlurMaxPool2d, lecture_names
 from course_lib.patches import (ActivationScan, ReceptiveField, crop_patch, draw_receptive_fields,
                                 receptive_field, receptive_fields, scan_activations, show_top_patches,
@@ -265,17 +266,23 @@ def test_scan_matches_brute_force(tiny_net, cache_dir):
         assert isinstance(scan, ActivationScan) and scan.indices == indices
         assert scan.map_size == tuple(maps.shape[-2:]) and scan.channels == maps.shape[1]
         flat = maps.flatten(2)
-        torch.testing.assert_close(scan.values, flat.amax(2), rtol=1e-5, atol=1e-5)
+        # batches of 3 against single images: other kernels, other rounding (channel 0 of conv2_1 is near -50)
+        close(scan.values, flat.amax(2), rtol=1e-5, floor=1e-6)
         # the stored position holds the maximum
         at = flat.gather(2, scan.positions.long().unsqueeze(2)).squeeze(2)
-        torch.testing.assert_close(at, flat.amax(2), rtol=1e-5, atol=1e-5)
-        # top-k: the k images where the channel's maximum is largest, in decreasing order
+        close(at, flat.amax(2), rtol=1e-5, floor=1e-6)
+        # top-k: the k images where the channel's maximum is largest, in decreasing order (checked by
+        # value: which of two almost equal maxima comes first may depend on rounding)
         for c in [0, 1, scan.channels - 1]:
             top = scan.top(c, 4)
-            order = flat[:, c].amax(1).argsort(descending=True)[:4]
-            assert [t[0] for t in top] == [indices[n] for n in order.tolist()]
-            for (index, value, row, col), n in zip(top, order.tolist()):
-                assert maps[n, c, row, col].item() == pytest.approx(value, abs=1e-5)
+            best = flat[:, c].amax(1)
+            assert len({t[0] for t in top}) == 4
+            scale = float(flat.abs().max())  # the layer's: a channel's maxima may all be (almost) 0
+            close([t[1] for t in top], best.sort(descending=True).values[:4], rtol=1e-5, floor=1e-6, scale=scale)
+            for index, value, row, col in top:
+                n = indices.index(index)
+                close(maps[n, c, row, col], value, rtol=1e-5, floor=1e-6, scale=scale)
+                close(best[n], value, rtol=1e-5, floor=1e-6, scale=scale)
     assert (scans["conv2_1"].values[:, 0] < 0).all()
 
 

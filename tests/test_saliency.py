@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import close
 from course_lib import saliency as S
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -48,7 +49,7 @@ def test_vanilla_saliency_is_captums_saliency(net, target):
         expected = captum_attr.Saliency(net).attribute(x.clone(), target=c, abs=True).amax(1)[0]
     ours = S.vanilla_saliency(net, x, target)
     assert ours.shape == (net.input_size, net.input_size)
-    assert torch.equal(ours, expected)
+    assert torch.equal(ours, expected)  # exact: the same forward and backward kernels on the same image
 
 
 def test_smoothgrad_is_captums_noise_tunnel_with_the_same_draw(net):
@@ -60,11 +61,10 @@ def test_smoothgrad_is_captums_noise_tunnel_with_the_same_draw(net):
         expected = captum_attr.NoiseTunnel(captum_attr.Saliency(net)).attribute(
             x.clone(), target=2, nt_type="smoothgrad", nt_samples=6, stdevs=sigma, abs=False)[0]
     ours = S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=7, batch_size=4)
-    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-8)
+    close(ours, expected, rtol=1e-5, floor=1e-6)
     # seed=None draws from torch's global generator, exactly as captum does
     torch.manual_seed(7)
-    torch.testing.assert_close(S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=None), expected,
-                               rtol=1e-5, atol=1e-8)
+    close(S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=None), expected, rtol=1e-5, floor=1e-6)
     # ... and the noise really matters: another seed gives another average
     assert not torch.allclose(S.smoothgrad(net, x, 2, n_samples=6, noise_level=0.2, seed=8), expected)
 
@@ -80,7 +80,7 @@ def test_integrated_gradients_is_captums(net, method):
             expected = captum_attr.IntegratedGradients(net).attribute(
                 x.clone(), baselines=0.0 if base is None else base.clone(), target=1, n_steps=steps, method=method)[0]
         ours = S.integrated_gradients(net, x, 1, baseline=base, steps=steps, method=method, batch_size=5)
-        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+        close(ours, expected, rtol=1e-5, floor=1e-6)
 
 
 def test_integrated_gradients_completeness_improves_with_steps(net):
@@ -103,7 +103,7 @@ def test_guided_backprop_is_captums_for_class_scores(net, target):
         expected = captum_attr.GuidedBackprop(net).attribute(x.clone(), target=c)[0]
     ours = S.guided_backprop(net, x, target)
     assert ours.abs().sum() > 0
-    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-9)
+    close(ours, expected, rtol=1e-5, floor=1e-6)
     # guided backprop is not the plain gradient
     assert not torch.allclose(ours, S.gradient(net, x, c))
 
@@ -174,7 +174,7 @@ def test_guided_backprop_for_units_follows_the_rule_at_every_relu(tiny_net, laye
     expected = explicit_mask_guided_backprop(tiny_net, x, layer, channel, position)
     ours = S.guided_backprop(tiny_net, x, layer=layer, channel=channel, position=position)
     assert expected.abs().sum() > 0
-    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    close(ours, expected, rtol=1e-5, floor=1e-6)
 
 
 def test_guided_backprop_for_units_on_the_course_model(course_model):
@@ -182,7 +182,7 @@ def test_guided_backprop_for_units_on_the_course_model(course_model):
     for layer, channel, position in [("conv4_2", 11, "max"), ("relu3_2", 2, "sum")]:
         expected = explicit_mask_guided_backprop(course_model, x, layer, channel, position)
         ours = S.guided_backprop(course_model, x, layer=layer, channel=channel, position=position)
-        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-7)
+        close(ours, expected, rtol=1e-4, floor=1e-5)  # wider and deeper than tiny_net: longer sums
 
 
 def test_unit_of_a_conv_layer_is_the_conv_output_not_the_inplace_relu_after_it(tiny_net):
@@ -194,8 +194,8 @@ def test_unit_of_a_conv_layer_is_the_conv_output_not_the_inplace_relu_after_it(t
     for m in plain.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
-    torch.testing.assert_close(conv, S.gradient(plain, x, layer="conv4_1", channel=0, position="sum"))
-    torch.testing.assert_close(relu, S.gradient(plain, x, layer="relu4_1", channel=0, position="sum"))
+    close(conv, S.gradient(plain, x, layer="conv4_1", channel=0, position="sum"))
+    close(relu, S.gradient(plain, x, layer="relu4_1", channel=0, position="sum"))
     assert not torch.allclose(conv, relu)
 
 
@@ -206,7 +206,7 @@ def test_inplace_relus_give_the_same_guided_backprop(course_model):
         if isinstance(m, nn.ReLU):
             m.inplace = False
     for kw in ({"target": 3}, {"layer": "conv3_2", "channel": 4}):
-        torch.testing.assert_close(S.guided_backprop(course_model, x, **kw), S.guided_backprop(plain, x, **kw))
+        close(S.guided_backprop(course_model, x, **kw), S.guided_backprop(plain, x, **kw))
     assert all(m.inplace for m in course_model.modules() if isinstance(m, nn.ReLU))
 
 
@@ -294,7 +294,7 @@ def test_computed_in_eval_mode(method):
     expected = S.METHODS[method](net, x, 2, **kw)
     net.train()
     torch.manual_seed(123)
-    torch.testing.assert_close(S.METHODS[method](net, x, 2, **kw), expected)
+    close(S.METHODS[method](net, x, 2, **kw), expected)
     assert net.training and net[2].training
 
 
@@ -485,7 +485,7 @@ def test_device_agnostic(tiny_net):
         gpu_map = S.compute_saliency(gpu, x.cuda(), method, 1, **kw)
         assert gpu_map.device.type == "cuda"
         if method != "SmoothGrad":  # the GPU's random numbers differ from the CPU's
-            torch.testing.assert_close(gpu_map.cpu(), cpu_map, rtol=1e-3, atol=1e-5)
+            close(gpu_map, cpu_map, rtol=1e-3, floor=1e-4)  # another device: other kernels, other sums
 
 
 # --------------------------------------------------------------------------- issue 15: the shared checks
