@@ -106,6 +106,10 @@ print(json.dumps(out))
 """
 
 
+#: Variables that choose PyTorch's CPU kernels; the grader's own environment passes them to the sandbox.
+CPU_VARIABLES = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "COURSE_CPU_BF16")
+
+
 @lru_cache(maxsize=None)
 def python_info(python: str, hidden: tuple[str, ...] = ()) -> PythonInfo:
     """Ask the course's Python (a trusted run, outside the sandbox) where its files are."""
@@ -295,6 +299,8 @@ def bwrap_argv(info: PythonInfo, argv: list[str], limits: Limits, hidden: tuple[
     mirror = os.environ.get("COURSE_DATA_MIRROR")
     if mirror and os.path.isdir(mirror):
         base_env["COURSE_DATA_MIRROR"] = os.path.realpath(mirror)
+    # the instructor's choice of kernels (e.g. the whole test suite run as a CPU without AVX-512 would)
+    base_env.update({k: os.environ[k] for k in CPU_VARIABLES if os.environ.get(k, "").isalnum()})
     base_env.update(env or {})
     for k, v in base_env.items():
         if not k or "=" in k or "\0" in k + str(v):
