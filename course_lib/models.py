@@ -449,19 +449,27 @@ class record_activations:
             model(x)
         acts["conv1_1"]   # tensor [N, C, H, W]
 
-    The hooks are removed when the block ends, even if it raises.
+    A module that runs more than once in one forward pass (ResNet's ``BasicBlock.relu``, applied
+    inside the block and again after the skip connection) is recorded at its **first** call; each
+    new pass through ``model`` records afresh. The hooks are removed when the block ends, even if it
+    raises.
     """
 
     def __init__(self, model: nn.Module, names, detach: bool = True):
         self.model, self.names, self.detach = model, list(names), detach
         self.activations: dict[str, torch.Tensor] = {}
         self._handles = []
+        self._seen: set[str] = set()   # the layers already recorded in this forward pass
 
     def __enter__(self):
-        for name in self.names:
-            layer = get_layer(self.model, name)
+        layers = [get_layer(self.model, name) for name in self.names]   # a KeyError naming the valid layers first
+        self._handles.append(self.model.register_forward_pre_hook(lambda *_: self._seen.clear()))
+        for name, layer in zip(self.names, layers):
 
             def hook(_m, _inp, out, name=name):
+                if name in self._seen:
+                    return None
+                self._seen.add(name)
                 # A following in-place ReLU would overwrite ``out``: keep a copy (detached),
                 # or keep ``out`` with its graph and hand the network a copy to modify.
                 if self.detach:

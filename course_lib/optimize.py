@@ -51,7 +51,7 @@ from torch import nn
 from . import imaging
 from .inputs import (check_channel, check_int, check_model_dtype, check_number, check_perturbation, check_pixels,
                      check_size, check_targets, model_dtype)
-from .models import eval_mode, get_layer, record_activations  # noqa: F401 (O.record_activations, for the tests)
+from .models import eval_mode, get_layer, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
 #: Most objective evaluations one L-BFGS step may use (1 + its line search).
@@ -423,27 +423,11 @@ def _forward(model, objective: Objective, x: torch.Tensor, acts: dict) -> None:
             pass
 
 
-def _record_first_calls(model, names, acts: dict) -> contextlib.ExitStack:
-    """Hooks that put each named layer's output into ``acts`` at the layer's *first* call in a
-    forward pass, with its graph (the network goes on with a copy, which a following in-place ReLU
-    may overwrite). Later calls of the same module (ResNet's ``BasicBlock.relu``) are not recorded."""
-    def hook(name):
-        def record(_module, _input, out):
-            if name not in acts:
-                acts[name] = out
-                return out.clone()
-        return record
-    modules = [get_layer(model, name) for name in names]   # a KeyError listing the valid names first
-    stack = contextlib.ExitStack()
-    for name, module in zip(names, modules):
-        stack.callback(module.register_forward_hook(hook(name)).remove)
-    return stack
-
-
 def _recording(model, objective: Objective):
-    """Context: record the objective's layers (first calls) and stop the forward pass after the deepest one."""
-    stack, acts = contextlib.ExitStack(), {}
-    stack.enter_context(_record_first_calls(model, _hooked(objective), acts))
+    """Context: record the objective's layers (a module that runs twice: its first call) and stop the
+    forward pass after the deepest one."""
+    stack = contextlib.ExitStack()
+    acts = stack.enter_context(record_activations(model, _hooked(objective), detach=False))
     if OUTPUT not in objective.layers and objective.layers:
         stack.enter_context(stop_after(model, _hooked(objective), acts))
     return stack, acts
@@ -455,18 +439,21 @@ def _zeros(model, h: int, w: int) -> torch.Tensor:
     return torch.zeros(1, 3, h, w, dtype=model_dtype(model), device=None if param is None else param.device)
 
 
+def _probe(model: nn.Module, layers, x: torch.Tensor) -> None:
+    """One forward pass of ``x`` as far as ``layers`` need, without gradient; torch's error if it does not fit."""
+    probe = Objective(tuple(layers), lambda a, x: None)
+    stack, acts = _recording(model, probe)
+    with eval_mode(model), torch.no_grad(), stack:
+        _forward(model, probe, x, acts)
+
+
 def smallest_size(model: nn.Module, layers=(OUTPUT,)) -> int | None:
     """The smallest side ``S`` for which an ``S x S`` image passes through ``model`` as far as ``layers``
     need (``"output"``: the whole network), found by bisection with zero images up to the model's
     ``input_size``; None if even that fails (then the trouble is not the size)."""
-    probe = Objective(tuple(layers), lambda a, x: None)
-
     def fits(s: int) -> bool:
-        x = _zeros(model, s, s)
-        stack, acts = _recording(model, probe)
         try:
-            with eval_mode(model), torch.no_grad(), stack:
-                _forward(model, probe, x, acts)
+            _probe(model, layers, _zeros(model, s, s))
             return True
         except RuntimeError:
             return False
@@ -502,10 +489,8 @@ def check_fits(model: nn.Module, size, layers=(OUTPUT,), name: str = "size", hin
     """Raise a ``ValueError`` naming ``name`` and the smallest size that fits (:func:`smallest_size`)
     unless an image of ``size`` (``S`` or ``(H, W)``) passes through ``model`` as far as ``layers``."""
     x = _zeros(model, *check_size(size, name))
-    probe = Objective(tuple(layers), lambda a, x: None)
-    stack, acts = _recording(model, probe)
-    with _says_if_too_small(model, probe.layers, x, name, hint), eval_mode(model), torch.no_grad(), stack:
-        _forward(model, probe, x, acts)
+    with _says_if_too_small(model, tuple(layers), x, name, hint):
+        _probe(model, layers, x)
 
 
 def evaluate(model: nn.Module, objective: Objective, image: torch.Tensor, *, name: str = "image") -> torch.Tensor:

@@ -308,3 +308,25 @@ def test_feature_layers_of_an_unknown_model_is_a_clear_error():
 
     with pytest.raises(ValueError, match="no known feature layers"):
         feature_layers(nn.Sequential(nn.Conv2d(3, 4, 3)))
+
+
+def test_record_activations_takes_a_reused_modules_first_call_in_each_pass():
+    """A module applied twice in one forward pass (ResNet's BasicBlock.relu) is recorded at its first call;
+    the next pass through the model records afresh."""
+    relu = torch.nn.ReLU()
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = relu
+
+        def forward(self, x):
+            return self.relu(self.relu(x) - 1.0)
+
+    net = Twice()
+    x = torch.tensor([[-1.0, 0.5, 3.0]])
+    with record_activations(net, ["relu"]) as acts:
+        net(x)
+        torch.testing.assert_close(acts["relu"], torch.relu(x))          # not relu(relu(x) - 1)
+        net(2 * x)
+        torch.testing.assert_close(acts["relu"], torch.relu(2 * x))      # the second pass, afresh
