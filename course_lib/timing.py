@@ -88,27 +88,26 @@ def estimate(model: nn.Module, what: str, forward: int = 0, backward: int = 0, s
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The flags of this machine's first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of ``field`` for this machine's first CPU in ``/proc/cpuinfo`` (None where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The flags of this machine's first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 def cpu_name() -> str:
     """The CPU's model name, e.g. ``"Intel(R) Xeon(R) Processor"`` (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def has_bf16_units() -> bool:

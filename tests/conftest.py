@@ -18,15 +18,19 @@ FIRST = ["test_browser.py", "test_exercises.py", "test_grader_attacks.py", "test
 
 
 def close(actual, expected, rtol=1e-5, floor=1e-6, scale=None, msg=None):
-    """``torch.testing.assert_close`` with tolerances that scale with the values compared, so that no test
-    depends on which CPU runs it (other SIMD kernels, oneDNN or not, bf16 paths: other rounding, other
-    summation orders): elementwise ``|actual - expected| <= rtol * |expected| + floor * scale``, where
-    ``scale`` is the largest ``|expected|`` unless given. Give it where ``expected`` is a small difference
-    of large numbers (its rounding is that of the large numbers: a class score's, a sum's terms')."""
+    """``course_lib.grading.check_close`` (the exercises' comparison) with tolerances that scale with the
+    values compared, so that no test depends on which CPU runs it (other SIMD kernels, oneDNN or not,
+    bf16 paths: other rounding, other summation orders): elementwise ``|actual - expected| <= rtol *
+    |expected| + floor * scale``, where ``scale`` is the largest ``|expected|`` unless given. Give it
+    where ``expected`` is a small difference of large numbers (its rounding is that of the large
+    numbers: a class score's, a sum's terms')."""
+    from course_lib.grading import check_close
+
     actual, expected = _tensor(actual), _tensor(expected)
+    assert torch.isfinite(expected).all(), f"{msg or 'the expected value'} contains NaN or infinite values"
     if scale is None:
         scale = float(expected.abs().max()) if expected.numel() else 0.0
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=floor * float(scale), check_dtype=False, msg=msg)
+    check_close(actual, expected, msg or "the result", rtol=rtol, atol=floor * float(scale))
 
 
 def _tensor(x):
