@@ -20,7 +20,7 @@ import torch
 from captum.attr import Occlusion
 
 from course_lib.imaging import preprocess
-from course_lib.models import load_model
+from course_lib.models import load_model, mean_colour
 from course_lib.occlusion import number_of_windows, occlusion
 
 REPEATS = 5
@@ -52,11 +52,12 @@ def main():
         what = "Imagenette val image 2000"
     except Exception as err:  # no data set: the timing does not depend on the pixels
         torch.manual_seed(0)
-        x = torch.randn(1, 3, model.input_size, model.input_size)
+        x = torch.rand(1, 3, model.input_size, model.input_size)   # pixels in [0, 1]
         what = f"a random image ({type(err).__name__}: data set unavailable)"
     with torch.no_grad():
         target = int(model(x).argmax())
     captum = Occlusion(lambda z: model(z).softmax(1))
+    mean_image = torch.tensor(mean_colour(model)).view(1, 3, 1, 1).expand_as(x)   # ours: fill="mean", in pixels
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -66,7 +67,7 @@ def main():
 
         def run_captum(per_eval):
             with torch.no_grad():
-                return captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=0.0,
+                return captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=mean_image,
                                         target=target, perturbations_per_eval=per_eval)[:, 0]
 
         methods = {"ours": lambda: occlusion(model, x, target, k, s, batch_size=BATCH_SIZE, progress=False)}

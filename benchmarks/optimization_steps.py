@@ -1,10 +1,10 @@
 """Cost of one optimisation step of each method of notebook 05, as a ratio to the floor.
 
-The floor is one forward + backward pass of the course model on the same batch at the same
-size (``x.requires_grad_(); model(x).sum().backward()``), measured in the same run: a step
-can hardly be cheaper, so the ratio is the overhead of the method (objective, transforms,
-projections, optimiser). Methods whose objective stops at an early layer can be *below* 1:
-the forward pass stops after the deepest layer the objective needs.
+The floor is one forward + backward pass of the course model on the same batch of pixels at the
+same size (``x.requires_grad_(); model(x).sum().backward()``: the model normalises its input
+itself), measured in the same run: a step can hardly be cheaper, so the ratio is the overhead
+of the method (objective, transforms, projections, optimiser). Methods whose objective stops at
+an early layer can be *below* 1: the forward pass stops after the deepest layer the objective needs.
 
     .venv/bin/python benchmarks/optimization_steps.py
 """
@@ -16,7 +16,6 @@ from course_lib import adversarial as A
 from course_lib import class_viz as CV
 from course_lib import deepdream as DD
 from course_lib import inversion as INV
-from course_lib import optimize as O
 from course_lib.models import load_model
 
 
@@ -35,7 +34,7 @@ def floor(model, batch, size):
 
     def run():
         xi = x.clone().requires_grad_(True)
-        model(O.normalize(model, xi)).sum().backward()
+        model(xi).sum().backward()
     return best_of(run)
 
 

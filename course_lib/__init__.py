@@ -5,7 +5,7 @@ its equation. The foundation:
 
 - :mod:`course_lib.data`     -- every data file, its URL and checksum; Imagenette; images
 - :mod:`course_lib.models`   -- ``load_model("course" | "vgg16" | ...)``, ``get_layer``, hooks
-- :mod:`course_lib.imaging`  -- preprocess / deprocess, grids, heatmap overlays, plotting
+- :mod:`course_lib.imaging`  -- preprocess (pixels in [0, 1]), arrays for display, grids, heatmap overlays, plotting
 - :mod:`course_lib.inputs`   -- the one image / class-target / number check every module uses
 - :mod:`course_lib.train`    -- ``python -m course_lib.train``: the course model, from scratch
 

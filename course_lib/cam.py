@@ -136,8 +136,8 @@ def gap_and_fc(model: nn.Module, x: torch.Tensor | None = None) -> tuple[nn.Modu
     if x is None:
         size = getattr(model, "input_size", 224)
         p = next(iter(model.parameters()), None)
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))   # a probe, not zeros:
-        if p is not None:                                                             # no coincidental equality
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))    # probe pixels, not a
+        if p is not None:                                                             # constant: no coincidental equality
             x = x.to(p.device, p.dtype)
     else:
         x = check_image(x, model=model)
@@ -150,7 +150,7 @@ def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, relu: bool
         size=None) -> torch.Tensor:
     """Class activation map ``M_c(i,j) = sum_k w^c_k A^k(i,j)`` of one image (one forward pass, no backward).
 
-    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]`` (see :func:`course_lib.inputs.check_image`).
+    ``x``: one image of pixels in [0, 1], ``[1, 3, H, W]`` or ``[3, H, W]`` (see :func:`course_lib.inputs.check_image`).
     ``A`` is the input of the global average pooling, ``w^c`` row ``c`` of the linear layer
     that turns the pooled maps into the scores (found by structure, see :func:`gap_and_fc`);
     ``target``: a class index (an int), default the predicted class. Returns the map after
@@ -184,7 +184,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target
              relu: bool = True, size=None) -> torch.Tensor:
     """Grad-CAM ``L_c = ReLU(sum_k alpha_k A^k)`` with ``alpha_k = mean_ij dS_c/dA^k(i,j)``.
 
-    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]``; ``layer``: any layer name
+    ``x``: one image of pixels in [0, 1], ``[1, 3, H, W]`` or ``[3, H, W]``; ``layer``: any layer name
     (default: the last conv stage, :func:`default_cam_layer`); ``target``: a class index (an
     int), default the predicted class. Returns the map upsampled bilinearly to the input size,
     or to ``size`` (an int S for S x S, or (H, W); ``size=False``: the layer's own h x w

@@ -29,6 +29,7 @@ import torch
 
 from . import optimize as opt
 from .inputs import check_int, check_number, check_pixels, model_dtype
+from .models import mean_colour
 
 #: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
 REGULARISERS = ("l2", "jitter", "blur", "clip")
@@ -59,7 +60,7 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
     scalar = isinstance(c, (int, np.integer)) or (isinstance(c, torch.Tensor) and c.ndim == 0)
     n = 1 if scalar else len(c)
     device = next(model.parameters()).device
-    mean = torch.tensor(model.mean, dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
+    mean = torch.tensor(mean_colour(model), dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
     j = target - l2_weight * opt.l2(model) if l2_weight else target
     projections = [opt.clamp_pixels()]
     if blur_every and blur_sigma:

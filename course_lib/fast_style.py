@@ -215,7 +215,7 @@ def perceptual_loss(loss_model, style_image: torch.Tensor, style_weight: float, 
     ``tv_weight`` must be >= 0; ``style_image`` is one image.
     """
     style_weight, tv_weight = st._weights(style_weight, tv_weight)
-    layers, content_layer = st._layers(loss_model, layers, content_layer)
+    layers, content_layer = st.resolve_layers(loss_model, layers, content_layer)
     style_term = st.style_loss(st.style_targets(loss_model, style_image, layers))
     tv = opt.total_variation()
 
@@ -510,7 +510,7 @@ def main(argv=None):
     out = weights_path(args.style, args.norm, args.variant, args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, out)
-    style_layers, content_layer = st._layers(loss_model)
+    style_layers, content_layer = st.resolve_layers(loss_model)
     record = {
         "style": args.style, "norm": args.norm, "variant": args.variant, "channels": list(net.channels),
         "residual_blocks": net.residual_blocks, "parameters": parameter_count(net),

@@ -5,7 +5,7 @@ the answer with the course's reference implementation or with an exact property:
 
 * :func:`tiny_net` -- a small random-weight CourseNet (same layer names as the course model),
   built from a seed, for any input size;
-* :func:`random_image` -- a preprocessed-looking random image ``[1, 3, S, S]``;
+* :func:`random_image` -- a random image of pixels ``[1, 3, S, S]``;
 * :func:`feature_net` -- a model that is one chain of given layers (other kernel sizes, strides,
   paddings, dilations than the course model's);
 * :func:`check_close`, :func:`check_shape` -- comparisons whose failure message says what
@@ -80,9 +80,9 @@ def feature_net(layers, seed: int = 0) -> FeatureNet:
 
 
 def random_image(size: int = 64, seed: int = 0, height: int | None = None) -> torch.Tensor:
-    """A random "preprocessed" image ``[1, 3, height or size, size]`` (standard normal values)."""
+    """A random image ``[1, 3, height or size, size]``: pixels drawn uniformly from [0, 1)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, 3, height or size, size, generator=g)
+    return torch.rand(1, 3, height or size, size, generator=g)
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:

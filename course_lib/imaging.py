@@ -1,4 +1,5 @@
-"""Images in and out of a model: preprocessing, deprocessing, grids, heatmap overlays, plotting."""
+"""Images in and out of a model, all pixels in [0, 1]: preprocessing, arrays for display, grids, heatmap
+overlays, plotting. (Models normalise their own input: :class:`course_lib.models.Normalize`.)"""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .inputs import check_int, check_pixel_range
-from .models import IMAGENET_MEAN, IMAGENET_STD
 
 
 def fit_to_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -95,41 +95,6 @@ def _scaled_float(x: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"expected uint8 or floating-point pixels, got dtype {x.dtype}")
 
 
-def _stats(model=None, mean=None, std=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The per-channel ``(mean, std)`` to use: given ones first, then the model's, then ImageNet's."""
-    mean = mean if mean is not None else getattr(model, "mean", IMAGENET_MEAN)
-    std = std if std is not None else getattr(model, "std", IMAGENET_STD)
-    for name, v in (("mean", mean), ("std", std)):
-        if len(v) != 3:
-            raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(v)}: {tuple(v)}")
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def _per_channel(values, x: torch.Tensor) -> torch.Tensor:
-    """``values`` (3 numbers) as a tensor of shape ``[3, 1, 1]`` with ``x``'s dtype and device."""
-    return torch.as_tensor(values, dtype=x.dtype, device=x.device).view(3, 1, 1)
-
-
-def _check_channels(x: torch.Tensor) -> None:
-    """Raise unless ``x`` has shape ``[N, 3, H, W]`` or ``[3, H, W]``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a tensor, got {type(x).__name__}")
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"expected a tensor of shape [N, 3, H, W] or [3, H, W], got shape {list(x.shape)}")
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(x - mean) / std`` per colour channel, for ``x`` of shape ``[N, 3, H, W]`` (or ``[3, H, W]``)."""
-    _check_channels(x)
-    return (x - _per_channel(mean, x)) / _per_channel(std, x)
-
-
-def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """``x * std + mean`` per colour channel: the inverse of :func:`normalize`."""
-    _check_channels(x)
-    return x * _per_channel(std, x) + _per_channel(mean, x)
-
-
 def _model_device(model):
     """The device of the model's parameters, or None for no model or a model without parameters."""
     if model is None:
@@ -138,16 +103,15 @@ def _model_device(model):
     return None if first is None else first.device
 
 
-def preprocess(image, model=None, size=None, mean=None, std=None) -> torch.Tensor:
-    """A batch of one image, ``[1, 3, S, S]``, ready to feed to ``model``.
+def preprocess(image, model=None, size=None) -> torch.Tensor:
+    """A batch of one image, ``[1, 3, S, S]`` pixels in ``[0, 1]``, ready to feed to ``model``.
 
     1. ``image`` becomes a ``[3, H, W]`` tensor in ``[0, 1]`` (see :func:`to_tensor`);
     2. if a size ``S`` is known (``size``, else ``model.input_size``), the image is
        resized so its shorter side is ``S`` and the centre ``S x S`` square is cut out;
-       with neither ``size`` nor ``model`` it keeps its own size ``H x W``;
-    3. each channel is normalized, ``(x - mean) / std``, with the given statistics,
-       else the model's, else ImageNet's.
+       with neither ``size`` nor ``model`` it keeps its own size ``H x W``.
 
+    No normalisation here: every course model normalises its own input (its first layer).
     The result is on the model's device when the model has parameters.
     """
     x = to_tensor(image).unsqueeze(0)
@@ -155,27 +119,27 @@ def preprocess(image, model=None, size=None, mean=None, std=None) -> torch.Tenso
         size = getattr(model, "input_size", None)
     if size is not None:
         x = fit_to_square(x, check_int(size, "size", low=1))
-    x = normalize(x, *_stats(model, mean, std))
     device = _model_device(model)
     return x if device is None else x.to(device)
 
 
-def deprocess(t: torch.Tensor, model=None, mean=None, std=None) -> np.ndarray:
-    """The image a normalized tensor shows: an ``H x W x 3`` float array in ``[0, 1]``.
+def to_array(x: torch.Tensor) -> np.ndarray:
+    """The image a pixel tensor shows, as an ``H x W x 3`` float array in ``[0, 1]`` (for matplotlib).
 
-    Undoes :func:`preprocess`'s normalization (``x * std + mean``) and clips to
-    ``[0, 1]``. ``t`` is ``[1, 3, H, W]`` or ``[3, H, W]``, on any device, with or
-    without gradients.
+    ``x`` is ``[1, 3, H, W]`` or ``[3, H, W]``, on any device, with or without gradients;
+    values are clipped to ``[0, 1]``.
     """
-    _check_channels(t)
-    if t.ndim == 4:
-        if t.shape[0] != 1:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"expected a tensor of shape [1, 3, H, W] or [3, H, W], got shape {list(x.shape)}")
+    if x.ndim == 4:
+        if x.shape[0] != 1:
             raise ValueError(
-                f"expected one image, got a batch of {t.shape[0]} (shape {list(t.shape)}); "
-                f"deprocess the images one at a time, e.g. deprocess(t[i])")
-        t = t[0]
-    x = denormalize(t.detach().float(), *_stats(model, mean, std)).clamp(0, 1)
-    return x.permute(1, 2, 0).cpu().numpy()
+                f"expected one image, got a batch of {x.shape[0]} (shape {list(x.shape)}); "
+                f"convert the images one at a time, e.g. to_array(x[i])")
+        x = x[0]
+    return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
 # --------------------------------------------------------------------------- arrays for display
@@ -294,17 +258,17 @@ def overlay_heatmap(image, heatmap, alpha=0.5, cmap="jet", vmin=None, vmax=None)
 
 # --------------------------------------------------------------------------- plotting
 
-def _display_array(img, mean=None, std=None) -> np.ndarray:
+def _display_array(img) -> np.ndarray:
     """Something to show, as an ``H x W`` or ``H x W x 3`` numpy array.
 
     PIL images (RGB or greyscale ``"L"``) and numpy arrays are taken as they are
-    (``uint8`` divided by 255); tensors ``[1, 3, H, W]`` or ``[3, H, W]`` are taken
-    to be normalized and are deprocessed; 2-D tensors are taken as they are.
+    (``uint8`` divided by 255); pixel tensors ``[1, 3, H, W]`` or ``[3, H, W]`` go through
+    :func:`to_array`; 2-D tensors are taken as they are.
     """
     if isinstance(img, Image.Image):
         return np.asarray(img) / 255 if img.mode == "L" else _rgb_array(img)
     if isinstance(img, torch.Tensor) and img.ndim != 2:
-        return deprocess(img, mean=mean, std=std)
+        return to_array(img)
     a = _to_numpy(img)
     if a.ndim == 2:
         return a
@@ -320,16 +284,16 @@ def _axes_or_new(ax, figsize=(4, 4)):
     return ax
 
 
-def show_image(img, title=None, ax=None, mean=None, std=None, fontsize=None) -> matplotlib.figure.Figure:
+def show_image(img, title=None, ax=None, fontsize=None) -> matplotlib.figure.Figure:
     """Draw one image, axes off, and return its figure.
 
-    ``img`` is a PIL image, an ``H x W`` or ``H x W x 3`` array, or a normalized tensor
-    ``[1, 3, H, W]`` (deprocessed with ``mean``/``std``, ImageNet's by default).
+    ``img`` is a PIL image, an ``H x W`` or ``H x W x 3`` array, or a pixel tensor
+    ``[1, 3, H, W]`` / ``[3, H, W]`` in ``[0, 1]``.
     2-D images are drawn in grey, stretched to their own range. Draws on ``ax``
     when given, else on a new figure. A title that flags a mistake (it contains
     :data:`MISTAKE`, as :func:`prediction_title` writes for a wrong prediction) is red.
     """
-    a = _display_array(img, mean, std)
+    a = _display_array(img)
     ax = _axes_or_new(ax)
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None)
     ax.set_axis_off()
@@ -378,7 +342,7 @@ def _fitting_fontsize(titles, width_inches: float, largest: float = 12.0, smalle
     return float(np.clip(0.85 * width_inches * 72 / (0.62 * longest), smallest, largest))
 
 
-def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) -> matplotlib.figure.Figure:
+def show_images(images, titles=None, ncols=None, size=2.5) -> matplotlib.figure.Figure:
     """Draw several images side by side (at most 8 per row unless ``ncols`` says), and return the figure.
 
     Each image is anything :func:`show_image` accepts; ``titles`` (optional) has one
@@ -387,7 +351,7 @@ def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) 
     ``size`` inches wide and as tall as the tallest image's shape needs (``size`` for square
     images; less for landscape ones, up to ``size`` plus room for the title).
     """
-    images = [_display_array(im, mean, std) for im in images]
+    images = [_display_array(im) for im in images]
     if not images:
         raise ValueError("show_images needs at least one image, got none")
     if titles is not None and len(titles) != len(images):
@@ -409,16 +373,16 @@ def show_images(images, titles=None, ncols=None, size=2.5, mean=None, std=None) 
 
 
 def show_heatmap(image, heatmap, alpha=0.5, title=None, ax=None, cmap="jet",
-                 mean=None, std=None, vmin=None, vmax=None, colorbar=False, label=None) -> matplotlib.figure.Figure:
+                 vmin=None, vmax=None, colorbar=False, label=None) -> matplotlib.figure.Figure:
     """Draw ``heatmap`` laid over ``image`` (see :func:`overlay_heatmap`), axes off, and return the figure.
 
-    ``image`` may also be a normalized tensor ``[1, 3, H, W]``, as for :func:`show_image`.
+    ``image`` may also be a pixel tensor ``[1, 3, H, W]``, as for :func:`show_image`.
     The colour scale runs from ``vmin`` to ``vmax`` (by default the map's own minimum and
     maximum: every map then looks equally strong). ``colorbar=True`` draws the scale beside
     the image, with the map's values and ``label``. To compare several maps on one scale,
     use :func:`show_heatmaps`.
     """
-    a = _display_array(image, mean, std)
+    a = _display_array(image)
     if a.ndim != 3:
         raise ValueError(f"expected a colour image (H x W x 3) under the heatmap, got shape {a.shape}")
     fig = show_image(overlay_heatmap(a, heatmap, alpha=alpha, cmap=cmap, vmin=vmin, vmax=vmax), title=title, ax=ax)
@@ -489,7 +453,7 @@ def heatmap_scales(maps, normalize="shared", vmin=None, vmax=None, symmetric=Fal
 
 def show_heatmaps(maps, image=None, normalize="shared", *, titles=None, label=None, vmin=None, vmax=None,
                   symmetric=False, clip=None, cmap="jet", alpha=0.5, overlay=True, image_title="image",
-                  ncols=None, size=2.6, mean=None, std=None, suptitle=None) -> matplotlib.figure.Figure:
+                  ncols=None, size=2.6, suptitle=None) -> matplotlib.figure.Figure:
     """Draw several heatmaps with their colour scales shown, and return the figure.
 
     ``maps`` is a dict ``{title: map}`` or a list of maps (with ``titles``). ``normalize``
@@ -522,8 +486,8 @@ def show_heatmaps(maps, image=None, normalize="shared", *, titles=None, label=No
     titles = list(titles) if titles is not None else [None] * len(maps)
 
     many = isinstance(image, (list, tuple))
-    images = [_display_array(im, mean, std) for im in image] if many else \
-        ([] if image is None else [_display_array(image, mean, std)])
+    images = [_display_array(im) for im in image] if many else \
+        ([] if image is None else [_display_array(image)])
     if many and len(images) != len(maps):
         raise ValueError(f"got {len(maps)} maps but {len(images)} images")
     # panels: (kind, index); kind "image" draws images[index], "map" draws maps[index]

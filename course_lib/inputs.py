@@ -1,22 +1,20 @@
 """The checks every module runs on what it is given: images, class targets, numbers.
 
-Two kinds of image travel through the course, both ``torch`` tensors:
+One kind of image travels through the course: a ``torch`` tensor of **pixels** in ``[0, 1]``,
+``[N, 3, H, W]`` (or ``[3, H, W]`` for one image), what :func:`course_lib.imaging.preprocess`
+returns, what every method takes and what the optimisations return. Every model normalises its
+own input (its first layer, :class:`course_lib.models.Normalize`).
 
-* a **normalized image** ``[1, 3, H, W]`` (or a batch ``[N, 3, H, W]``), what
-  :func:`course_lib.imaging.preprocess` returns and what the methods of notebooks 01-04
-  explain: :func:`check_image`;
-* a **pixel image** ``[N, 3, H, W]`` with values in ``[0, 1]``, what the optimisation
-  methods of notebooks 05-08 take and return: :func:`check_pixels` (``batch=False`` where
-  one image is wanted).
-
-Both take ``[3, H, W]`` as one image and return the 4-D tensor (a view, never a copy; except
-that :func:`check_pixels` copies an image that is not contiguous, e.g. ``array.permute(2, 0, 1)``
-or channels-last, so that every memory layout gives exactly the same result).
-Both refuse, with a message that says what to do instead: anything that is not a tensor
+:func:`check_image` (one image, ``[1, 3, H, W]``; ``batch=True`` for ``[N, 3, H, W]``) and
+:func:`check_pixels` (the same check, a batch by default) take ``[3, H, W]`` as one image and
+return the 4-D tensor, contiguous (an image that is not, e.g. ``array.permute(2, 0, 1)`` or
+channels-last, is copied, so that every memory layout gives exactly the same result).
+They refuse, with a message that says what to do instead: anything that is not a tensor
 (numpy arrays, PIL images, lists), the wrong number of dimensions or colour channels
 (greyscale, RGBA, channels last), a batch where one image is wanted, an empty image,
-integer pixels (``uint8``), NaN or infinite values, and, when the ``model`` is given, a
-floating-point type other than the model's (a ``float64`` image for a ``float32`` model).
+integer pixels (``uint8``), NaN or infinite values, values outside ``[0, 1]`` (an image
+normalised by hand, or pixels in 0..255), and, when the ``model`` is given, a floating-point
+type other than the model's (a ``float64`` image for a ``float32`` model).
 
 Beside images: :func:`check_perturbation` (a change added to pixel images, in pixel units).
 
@@ -42,10 +40,9 @@ import torch
 ONE_IMAGE = "[1, 3, H, W]"
 BATCH = "[N, 3, H, W]"
 
-_MAKE = {
-    "normalized": "course_lib.imaging.preprocess(image, model) makes one from a PIL image or an H x W x 3 array",
-    "pixels": "course_lib.imaging.to_tensor(image)[None] makes one from a PIL image or an H x W x 3 array",
-}
+_MAKE = "course_lib.imaging.preprocess(image, model) makes one from a PIL image or an H x W x 3 array"
+#: Rounding allowed outside [0, 1] (a resize or a sum of pixel values may land a few ulps outside).
+PIXEL_SLACK = 1e-5
 
 
 # --------------------------------------------------------------------------- images
@@ -70,19 +67,21 @@ def check_model_dtype(model, x: torch.Tensor, name: str = "image") -> None:
         raise TypeError(f"{name} is {x.dtype} but the model's weights are {want}: convert the image with {how}")
 
 
-def _image_tensor(x, name: str, kind: str, batch: bool, model) -> torch.Tensor:
-    """The shared part of :func:`check_image` and :func:`check_pixels`; returns ``x`` as 4-D."""
-    want = BATCH if batch else ONE_IMAGE
-    if kind == "pixels":
-        want += " of pixels in [0, 1]"
+def check_image(x, name: str = "image", *, batch: bool = False, model=None) -> torch.Tensor:
+    """``x``, a pixel image in ``[0, 1]``, as ``[1, 3, H, W]`` (``batch=True``: ``[N, 3, H, W]``), contiguous.
+
+    Accepted: a finite floating-point tensor ``[1, 3, H, W]`` or ``[3, H, W]`` (with
+    ``batch=True`` also ``[N, 3, H, W]``, N >= 1) with every value in ``[0, 1]``, of ``model``'s
+    floating type when ``model`` is given. Anything else raises a ``TypeError`` or ``ValueError``
+    saying what to do (see the module docstring).
+    """
+    want = (BATCH if batch else ONE_IMAGE) + " of pixels in [0, 1]"
     if not isinstance(x, torch.Tensor):
         if isinstance(x, np.ndarray):
             got = f"a numpy array of shape {x.shape}"
-            if kind == "normalized":
-                got += " (torch.from_numpy(array) if it is already normalized)"
         else:
             got = "a PIL image" if type(x).__module__.startswith("PIL") else type(x).__name__
-        raise TypeError(f"{name} must be a tensor {want}, got {got}; {_MAKE[kind]}")
+        raise TypeError(f"{name} must be a tensor {want}, got {got}; {_MAKE}")
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
@@ -97,8 +96,7 @@ def _image_tensor(x, name: str, kind: str, batch: bool, model) -> torch.Tensor:
         raise ValueError(f"{name} must be a single image {ONE_IMAGE}, got a batch of {x.shape[0]} "
                          f"(shape {list(x.shape)}); pass the images one at a time, e.g. x[i:i + 1]")
     if not x.is_floating_point():
-        fix = ("integer pixels are not a normalized image; " + _MAKE[kind]) if kind == "normalized" \
-            else "divide uint8 pixels by 255: x.float() / 255"
+        fix = "divide uint8 pixels by 255: x.float() / 255"
         raise TypeError(f"{name} must be a floating-point (float) tensor, got dtype {x.dtype}: {fix}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {list(x.shape)}): it needs at least one image of at least "
@@ -108,34 +106,14 @@ def _image_tensor(x, name: str, kind: str, batch: bool, model) -> torch.Tensor:
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s): every pixel must be a finite number; "
                          f"check how the image was made (a division by zero, a diverged optimisation, torch.empty)")
     check_model_dtype(model, x, name)
-    return x
-
-
-def check_image(x, name: str = "image", *, batch: bool = False, model=None) -> torch.Tensor:
-    """``x``, a normalized image tensor, as ``[1, 3, H, W]`` (``batch=True``: ``[N, 3, H, W]``).
-
-    Accepted: a finite floating-point tensor ``[1, 3, H, W]`` or ``[3, H, W]`` (with
-    ``batch=True`` also ``[N, 3, H, W]``, N >= 1), of ``model``'s floating type when
-    ``model`` is given. Anything else raises a ``TypeError`` or ``ValueError`` saying
-    what to do (see the module docstring). The values themselves are not range-checked:
-    normalized images have no fixed range.
-    """
-    return _image_tensor(x, name, "normalized", batch, model)
+    check_pixel_range(x, name)
+    return x.contiguous()
 
 
 def check_pixels(x, name: str = "image", *, model=None, batch: bool = True) -> torch.Tensor:
-    """``x``, pixel images with values in ``[0, 1]``, as ``[N, 3, H, W]`` (``batch=False``: one
-    image, ``[1, 3, H, W]``; a batch is refused with a message saying to pass the images one at a time).
-
-    Accepted: a finite floating-point tensor ``[N, 3, H, W]`` or ``[3, H, W]`` with every value
-    in ``[0, 1]``, of ``model``'s floating type when ``model`` is given; anything else raises
-    a ``TypeError`` or ``ValueError`` saying what to do (a normalized image is refused:
-    :func:`course_lib.imaging.deprocess` undoes the normalisation). Returned contiguous (copied only
-    if it is not, e.g. channels-last).
-    """
-    x = _image_tensor(x, name, "pixels", batch, model)
-    check_pixel_range(x, name)
-    return x.contiguous()
+    """:func:`check_image` with a batch ``[N, 3, H, W]`` accepted by default (``batch=False``: one
+    image, ``[1, 3, H, W]``; a batch is refused with a message saying to pass the images one at a time)."""
+    return check_image(x, name, batch=batch, model=model)
 
 
 def check_pixel_range(x: torch.Tensor, name: str = "image") -> None:
@@ -145,9 +123,10 @@ def check_pixel_range(x: torch.Tensor, name: str = "image") -> None:
     if not bool(torch.isfinite(x.detach()).all()):
         raise ValueError(f"{name} contains NaN or infinite values: every pixel must be a number in [0, 1]")
     lo, hi = float(x.detach().min()), float(x.detach().max())
-    if lo < 0 or hi > 1:
+    if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
         hint = ("pixels in 0..255? divide them by 255" if hi > 1 and lo >= 0
-                else "a normalized image? use course_lib.imaging.deprocess to undo the normalisation")
+                else "normalised by hand, (x - mean) / std? pass the pixels instead: every course model "
+                     "normalises its own input (its first layer, 'normalize')")
         raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{lo:.3g}, {hi:.3g}] ({hint})")
 
 

@@ -12,8 +12,13 @@ course needs as attributes:
 
     model.class_names   list of class names (index -> name)
     model.input_size    side of the square input the model was trained at
-    model.mean, .std    per-channel normalisation, x_norm = (x - mean) / std
-    model.layer_names   lecture names ("conv1_1", "relu5_3", "pool4", "fc", ...)
+    model.mean, .std    the per-channel statistics its first layer normalises with
+    model.layer_names   lecture names ("normalize", "conv1_1", "relu5_3", "pool4", "fc", ...)
+
+Every model takes **pixels**: ``[N, 3, H, W]`` in ``[0, 1]``. Its first module, ``normalize``
+(a :class:`Normalize`, visible in ``print(model)``), computes ``(x - mean) / std`` per colour
+channel, so gradients, baselines and budgets are all per pixel. Bring your own network with
+``with_normalization(net, mean, std)``.
 """
 from __future__ import annotations
 
@@ -75,10 +80,105 @@ class BlurMaxPool2d(nn.Module):
         return nn.functional.conv2d(x, weight, stride=2, padding=1, groups=x.shape[1])
 
 
-class CourseNet(nn.Module):
-    """A small VGG-style CNN: conv/ReLU/pool blocks, global average pooling, one linear layer.
+class Normalize(nn.Module):
+    """The first layer of every course model: pixels ``x`` in [0, 1] to the network's input,
 
-    Shapes for a 128x128 input (the model's ``input_size``)::
+        x_norm[c] = (x[c] - mean[c]) / std[c]      for each colour channel c.
+
+    ``mean`` and ``std`` are buffers (they follow ``.to(device)`` and ``.double()``), not
+    parameters, and are not saved in ``state_dict`` (the weights files stay as they were)."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        for name, v in (("mean", mean), ("std", std)):
+            v = tuple(float(t) for t in v)
+            if len(v) != 3:
+                raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(v)}: {v}")
+            self.register_buffer(name, torch.tensor(v).view(1, 3, 1, 1), persistent=False)
+        if (self.std <= 0).any():
+            raise ValueError(f"std must be positive, got {tuple(self.std.flatten().tolist())}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.flatten().tolist()) + ")"
+        return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
+
+
+def mean_colour(model: nn.Module) -> tuple[float, float, float]:
+    """The pixel colour that ``model``'s first layer maps to zero: the mean colour of its training
+    images (ImageNet's for a model without a :class:`Normalize` layer). The neutral fill of
+    occlusion, deletion curves and integrated gradients' baseline."""
+    norm = getattr(model, "normalize", None)
+    if isinstance(norm, Normalize):
+        return tuple(norm.mean.flatten().tolist())
+    return tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN))
+
+
+def _normalized_forward(base: type):
+    def forward(self, x):
+        return base.forward(self, self.normalize(x))
+    return forward
+
+
+#: One pixel-taking subclass per class :func:`with_normalization` was applied to.
+_PIXEL_CLASSES: dict = {}
+
+
+def _new_pixel_model(base: type):
+    """An empty instance of ``base``'s pixel-taking subclass (unpickling fills in its state)."""
+    cls = _pixel_class(base)
+    return cls.__new__(cls)
+
+
+def _reduce_pixel_model(self, protocol):
+    """Pickle (and deepcopy) a model made by :func:`with_normalization`: the subclass is made afresh from its
+    base class on loading (it is not importable by name: it has its base's name)."""
+    rv = object.__reduce_ex__(self, max(int(protocol), 2))      # (copyreg.__newobj__, (cls,), state, ...)
+    return (_new_pixel_model, (type(self)._pixel_base,)) + tuple(rv[2:])
+
+
+def _pixel_class(base: type) -> type:
+    """``base`` with a ``forward`` that runs ``self.normalize`` first; same name, module and docstring."""
+    cls = _PIXEL_CLASSES.get(base)
+    if cls is None:
+        cls = type(base.__name__, (base,), {"forward": _normalized_forward(base), "_pixel_base": base,
+                                            "__reduce_ex__": _reduce_pixel_model, "__module__": base.__module__,
+                                            "__qualname__": base.__qualname__, "__doc__": base.__doc__})
+        _PIXEL_CLASSES[base] = cls
+    return cls
+
+
+def with_normalization(model: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> nn.Module:
+    """``model`` made to take pixels in [0, 1]: a :class:`Normalize` layer named ``normalize`` runs
+    first, ``model(x) = old_model((x - mean) / std)``. For a network trained on normalised images
+    (torchvision's, or your own). Changes ``model`` in place (its class becomes a subclass of the
+    same name whose ``forward`` normalises first; every other module keeps its name and path) and
+    returns it. An ``nn.Sequential`` keeps its class: its ``forward`` runs its modules in order, so
+    ``normalize`` simply becomes its first module (``net[0]``; the others keep their names ``"0"``,
+    ``"1"``, ... as paths, their integer indices move up by one). A model that already has a
+    ``normalize`` layer is refused."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if hasattr(model, "normalize"):
+        raise ValueError(f"{type(model).__name__} already has a 'normalize' attribute: it takes pixels already")
+    base = type(model)
+    norm = Normalize(mean, std)
+    first = next(iter(model.parameters()), None)
+    if first is not None:
+        norm.to(device=first.device, dtype=first.dtype)
+    if not isinstance(model, nn.Sequential):    # a Sequential runs every module in _modules: normalize too
+        model.__class__ = _pixel_class(base)
+    model._modules = OrderedDict([("normalize", norm), *model._modules.items()])   # shown first
+    return model
+
+
+class CourseNet(nn.Module):
+    """A small VGG-style CNN: normalisation, conv/ReLU/pool blocks, global average pooling, one linear layer.
+
+    It takes pixels in [0, 1]; its first module ``normalize`` (:class:`Normalize`) computes
+    ``(x - mean) / std`` with the training set's statistics (ImageNet's). Shapes for a 128x128 input (the model's ``input_size``)::
 
         conv1_1  5x5/2, 3->64      64x64     pool1 -> 32x32
         conv2_1  3x3,  64->128     32x32     pool2 -> 16x16
@@ -94,10 +194,11 @@ class CourseNet(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10, blocks=COURSE_BLOCKS, batch_norm: bool = False,
-                 conv1=COURSE_CONV1, pool: str = COURSE_POOL):
+                 conv1=COURSE_CONV1, pool: str = COURSE_POOL, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         if pool not in ("blur", "max"):
             raise ValueError(f"pool must be 'blur' or 'max', not {pool!r}")
+        self.normalize = Normalize(mean, std)
         self.conv1_spec, self.pool_kind = tuple(int(v) for v in conv1), pool
         k1, s1, p1 = self.conv1_spec
         layers: "OrderedDict[str, nn.Module]" = OrderedDict()
@@ -120,7 +221,7 @@ class CourseNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.gap(self.features(x)), 1))
+        return self.fc(torch.flatten(self.gap(self.features(self.normalize(x))), 1))
 
 
 @torch.no_grad()
@@ -143,7 +244,8 @@ def fold_batch_norm(model: CourseNet) -> CourseNet:
             current.append(m.out_channels)
     blocks.append(tuple(current))
     plain = CourseNet(num_classes=model.fc.out_features, blocks=tuple(blocks), batch_norm=False,
-                      conv1=model.conv1_spec, pool=model.pool_kind)
+                      conv1=model.conv1_spec, pool=model.pool_kind,
+                      mean=model.normalize.mean.flatten().tolist(), std=model.normalize.std.flatten().tolist())
     src = dict(model.features.named_children())
     for name, conv in plain.features.named_children():
         if not name.startswith("conv"):
@@ -178,9 +280,12 @@ def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
       between them named after the module before (``pool3``, ``pool5``: v1.1's places), then
       the classifier's 1x1 ``conv10, relu10`` and ``gap`` (its class scores: no ``fc``).
 
-    Every model with a linear classifier also gets ``fc`` for the layer that outputs the class scores.
+    Every model with a linear classifier also gets ``fc`` for the layer that outputs the class scores,
+    and every model that takes pixels (:class:`Normalize` first) gets ``normalize`` first.
     """
     names: "OrderedDict[str, str]" = OrderedDict()
+    if isinstance(getattr(model, "normalize", None), Normalize):
+        names["normalize"] = "normalize"
     if isinstance(model, CourseNet):
         for n, _ in model.features.named_children():
             names[n] = f"features.{n}"
@@ -351,7 +456,8 @@ def load_course_model(weights: Path | str = COURSE_WEIGHTS, device=None) -> Cour
             f"(from {record_path.name}). Restore it with `git checkout -- {weights.name}` or retrain.")
     # records written before the first conv and the pooling were configurable: 5x5/2 conv, max-pooling
     model = CourseNet(num_classes=len(record["classes"]), blocks=tuple(tuple(b) for b in record["blocks"]),
-                      conv1=record.get("conv1", (5, 2, 2)), pool=record.get("pool", "max"))
+                      conv1=record.get("conv1", (5, 2, 2)), pool=record.get("pool", "max"),
+                      mean=record["mean"], std=record["std"])          # the statistics it was trained with
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.record = record
     # channels-last weights: every conv, pool and ReLU then runs in the NHWC layout, PyTorch's
@@ -412,14 +518,16 @@ def load_torchvision_model(name: str, device=None) -> nn.Module:
                 f"{weights.url} failed ({err}). Connect to the internet once, or download that file and "
                 f"put it in {folder} (set TORCH_HOME to use another cache folder).") from err
     meta = weights.meta
+    with_normalization(model, IMAGENET_MEAN, IMAGENET_STD)
     return _prepare(model, meta["categories"], 224, IMAGENET_MEAN, IMAGENET_STD, device)
 
 
 def load_model(name: str = "course", device=None) -> nn.Module:
     """Load a model by name: ``"course"`` or one of ``vgg16, vgg19, resnet18, squeezenet1_1, alexnet``.
 
-    The model is in eval mode, its parameters are frozen, and it carries
-    ``class_names``, ``input_size``, ``mean``, ``std`` and ``layer_names``.
+    The model takes pixels in [0, 1] (its first layer, ``normalize``, normalises them), is in eval
+    mode, its parameters are frozen, and it carries ``class_names``, ``input_size``, ``mean``,
+    ``std`` and ``layer_names``.
     """
     if name == "course":
         return load_course_model(device=device)

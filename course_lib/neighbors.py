@@ -2,7 +2,7 @@
 
 Every image ``x`` gets two descriptions, both vectors:
 
-* its **pixels**: the preprocessed image (resized, centre-cropped, normalised),
+* its **pixels**: the preprocessed image (resized, centre-cropped), values in [0, 1],
   flattened to ``3 * S * S`` numbers;
 * its **features** ``phi(x)``: the vector the network hands to its final classifier
   layer (the course model: the 384 global-average-pooled values that feed ``fc``;
@@ -39,7 +39,7 @@ from torch import nn
 
 from .cache import weights_hash
 from .data import data_dir
-from .imaging import fit_to_square, normalize, to_tensor
+from .imaging import fit_to_square, to_tensor
 from .inputs import check_image, check_int
 from .models import eval_mode, get_layer, lecture_names
 
@@ -99,7 +99,7 @@ def classifier_features(model: nn.Module, x: torch.Tensor, layer: str | None = N
     default layer (SqueezeNet's ``conv10``) is first averaged over its h x w positions, as the
     network itself does after that layer.
 
-    ``x``: normalized images ``[N, 3, H, W]`` (or ``[3, H, W]``), finite, of the model's float
+    ``x``: pixel images ``[N, 3, H, W]`` in [0, 1] (or ``[3, H, W]``), of the model's float
     type (:func:`course_lib.inputs.check_image`). The model runs in eval mode; afterwards every
     submodule gets its own training flag back."""
     x = check_image(x, batch=True, model=model)
@@ -120,9 +120,9 @@ def pixel_vectors(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-def uint8_pixel_vectors(pixels: torch.Tensor, mean, std) -> torch.Tensor:
-    """:func:`pixel_vectors` of 8-bit images ``[N, 3, S, S]``: normalised ``(p / 255 - mean) / std``, flattened."""
-    return pixel_vectors(normalize(pixels.float() / 255, mean, std))
+def uint8_pixel_vectors(pixels: torch.Tensor) -> torch.Tensor:
+    """:func:`pixel_vectors` of 8-bit images ``[N, 3, S, S]``: ``p / 255``, flattened."""
+    return pixel_vectors(pixels.float() / 255)
 
 
 # --------------------------------------------------------------------------- a whole dataset, cached
@@ -134,8 +134,7 @@ class FeatureSet:
     ``features`` ``[N, D]`` float32: the classifier's input for each image;
     ``pixels`` ``[N, 3, S, S]`` uint8: the image the model saw (resized and centre-cropped),
     kept as 8-bit pixels to save memory (like an image file); ``labels`` ``[N]``;
-    ``indices``: the images' positions in the dataset; ``mean``/``std``: the model's
-    normalisation, used by :meth:`pixel_vectors`.
+    ``indices``: the images' positions in the dataset; ``layer``: where the features were taken.
     """
 
     features: torch.Tensor
@@ -143,22 +142,20 @@ class FeatureSet:
     labels: torch.Tensor
     indices: list
     layer: str
-    mean: tuple
-    std: tuple
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def pixel_vectors(self, rows=slice(None)) -> torch.Tensor:
-        """The preprocessed (normalised) images ``rows`` flattened: float32 ``[n, 3*S*S]``."""
-        return uint8_pixel_vectors(self.pixels[rows], self.mean, self.std)
+        """The preprocessed images ``rows`` (pixels in [0, 1]) flattened: float32 ``[n, 3*S*S]``."""
+        return uint8_pixel_vectors(self.pixels[rows])
 
     def nearest(self, space: str, k: int = 5, queries=None, metric: str = "euclidean",
                 progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`nearest_neighbors` of the ``queries`` (default: all) by ``"pixels"`` or ``"features"``."""
         if space == "pixels":
             return nearest_neighbors(self.pixels, k, queries, metric, progress=progress,
-                                     vectors=lambda p: uint8_pixel_vectors(p, self.mean, self.std))
+                                     vectors=uint8_pixel_vectors)
         if space == "features":
             return nearest_neighbors(self.features, k, queries, metric, progress=progress)
         raise ValueError(f"space must be 'pixels' or 'features', got {space!r}")
@@ -205,24 +202,24 @@ def extract(model: nn.Module, dataset, indices=None, layer: str | None = None, b
         raise IndexError(f"indices must lie in [0, {len(dataset)}), got {min(idx)}..{max(idx)}")
     layer = classifier_layer(model) if layer is None else layer
     get_layer(model, layer)  # unknown layer: KeyError listing the valid names
-    if not all(hasattr(model, a) for a in ("input_size", "mean", "std")):
-        raise TypeError("the model needs input_size, mean and std attributes (models from load_model have them)")
-    size, mean, std = int(model.input_size), tuple(model.mean), tuple(model.std)
+    if not hasattr(model, "input_size"):
+        raise TypeError("the model needs an input_size attribute (models from load_model have it)")
+    size = int(model.input_size)
 
     path = Path(cache_dir or default_cache_dir()) / cache_key(model, dataset, idx, layer)
     if cache and path.exists():
         d = torch.load(path, weights_only=True)
-        return FeatureSet(d["features"], d["pixels"], d["labels"], idx, layer, mean, std)
+        return FeatureSet(d["features"], d["pixels"], d["labels"], idx, layer)
 
     device = next(model.parameters()).device
     feats, pixels, labels = [], [], []
     for s in tqdm(range(0, len(idx), batch_size), desc="features", unit="batch", disable=not progress):
         batch = [dataset[i] for i in idx[s:s + batch_size]]
         x01 = torch.cat([fit_to_square(to_tensor(img)[None], size) for img, _ in batch])  # [b,3,S,S] in [0,1]
-        feats.append(classifier_features(model, normalize(x01, mean, std).to(device), layer))
+        feats.append(classifier_features(model, x01.to(device), layer))
         pixels.append((x01 * 255).round().clamp(0, 255).to(torch.uint8))
         labels += [int(y) for _, y in batch]
-    fs = FeatureSet(torch.cat(feats), torch.cat(pixels), torch.tensor(labels), idx, layer, mean, std)
+    fs = FeatureSet(torch.cat(feats), torch.cat(pixels), torch.tensor(labels), idx, layer)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + "-", suffix=".part")

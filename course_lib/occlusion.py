@@ -29,12 +29,12 @@ import torch
 from torch import nn
 
 from .inputs import check_image, check_int, check_number, check_targets
-from .models import IMAGENET_MEAN, IMAGENET_STD, eval_mode
+from .models import eval_mode, mean_colour
 
-#: What fills the occluded window. Images are normalized, ``x_norm = (x - mean) / std``.
+#: What fills the occluded window (images are pixels in [0, 1]).
 FILLS = {
-    "mean": "the data set's mean colour: 0 in normalized space (a neutral grey-brown)",
-    "black": "pixel value 0 (black) in input space: (0 - mean) / std in normalized space",
+    "mean": "the training images' mean colour, a neutral grey-brown (what the network sees as 0)",
+    "black": "pixel value 0 (black)",
 }
 SCORES = ("prob", "logit")
 
@@ -50,20 +50,19 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
 
 
 def _fill_values(fill, model) -> torch.Tensor:
-    """The fill as three normalized values ``[3, 1, 1]`` (one per colour channel)."""
+    """The fill as three pixel values ``[3, 1, 1]`` (one per colour channel)."""
     if isinstance(fill, str):
         if fill == "mean":
-            return torch.zeros(3, 1, 1)
+            return torch.tensor(mean_colour(model), dtype=torch.float32).view(3, 1, 1)
         if fill == "black":
-            mean = torch.tensor(getattr(model, "mean", IMAGENET_MEAN), dtype=torch.float32)
-            std = torch.tensor(getattr(model, "std", IMAGENET_STD), dtype=torch.float32)
-            return (-mean / std).view(3, 1, 1)
+            return torch.zeros(3, 1, 1)
         raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(map(repr, FILLS))} or give a number")
-    return torch.full((3, 1, 1), check_number(fill, "fill (a normalized value, or 'mean' or 'black')"))
+    return torch.full((3, 1, 1), check_number(fill, "fill (a pixel value in [0, 1], or 'mean' or 'black')",
+                                              low=0, high=1))
 
 
 def _as_batch(x, model) -> torch.Tensor:
-    """``x`` (a normalized tensor ``[N, 3, H, W]`` / ``[3, H, W]``, or an RGB PIL image) as ``[N, 3, H, W]``."""
+    """``x`` (pixels ``[N, 3, H, W]`` / ``[3, H, W]`` in [0, 1], or an RGB PIL image) as ``[N, 3, H, W]``."""
     from PIL import Image
 
     from .imaging import preprocess
@@ -87,14 +86,14 @@ def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8
     (see the module docstring; identical to captum's ``Occlusion`` with
     ``sliding_window_shapes=(3, patch, patch)``, ``strides=(3, stride, stride)``).
 
-    * ``x``: normalized images ``[N, 3, H, W]`` (or ``[3, H, W]``, or an RGB PIL image,
-      preprocessed for the model); finite, of the model's float type
+    * ``x``: pixel images ``[N, 3, H, W]`` in [0, 1] (or ``[3, H, W]``, or an RGB PIL image,
+      preprocessed for the model); of the model's float type
       (:func:`course_lib.inputs.check_image`). Not modified.
     * ``target``: a class index (an int), or one per image (list / tensor), or None for each
       image's predicted class. Floats, bools and strings are refused.
     * ``patch``, ``stride``: window side ``k`` and step ``s`` in pixels (``1 <= s <= k``).
-    * ``fill``: ``"mean"`` (0 in normalized space, the data set's mean colour),
-      ``"black"`` (pixel value 0 before normalization), or a number (a normalized value).
+    * ``fill``: ``"mean"`` (the training images' mean colour, :func:`course_lib.models.mean_colour`),
+      ``"black"`` (pixel value 0), or a number (a grey level in [0, 1]).
     * ``score``: ``"prob"`` (softmax probability, default) or ``"logit"``.
     * ``batch_size``: occluded images per forward pass (16 was fastest on a 2-core CPU for
       the course model: bigger batches stop fitting in the cache).
@@ -161,8 +160,8 @@ def show_occlusion(image, heatmap, title=None, axes=None, alpha: float = 0.5, mo
 
     left, the signed scores in red (evidence for the class, hiding it lowers the score)
     and blue (hiding it raises the score), white at 0; right, laid over ``image``
-    (an ``H x W x 3`` array in [0, 1], a PIL image, or a tensor normalized with ``model``'s
-    mean and std). Draws on ``axes`` (two axes) when given.
+    (an ``H x W x 3`` array in [0, 1], a PIL image, or a pixel tensor ``[1, 3, H, W]``).
+    Draws on ``axes`` (two axes) when given.
     """
     import matplotlib.pyplot as plt
 
@@ -173,7 +172,7 @@ def show_occlusion(image, heatmap, title=None, axes=None, alpha: float = 0.5, mo
         raise ValueError(f"expected a 2-D heatmap (H x W), got shape {heat.shape}")
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(7, 3.4))
-    img = _display_array(image, getattr(model, "mean", None), getattr(model, "std", None))
+    img = _display_array(image)
     vmax = float(np.abs(heat).max()) or 1.0
     im = axes[0].imshow(heat, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     axes[0].set_axis_off()

@@ -48,10 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import imaging
 from .inputs import (check_channel, check_int, check_model_dtype, check_number, check_perturbation, check_pixels,
                      check_size, check_targets, model_dtype)
-from .models import eval_mode, get_layer, record_activations
+from .models import IMAGENET_MEAN, IMAGENET_STD, Normalize, eval_mode, get_layer, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
 #: Most objective evaluations one L-BFGS step may use (1 + its line search).
@@ -63,9 +62,20 @@ OUTPUT = "output"
 # --------------------------------------------------------------------------- model input
 
 
-def normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(x - mean) / std`` with the model's own per-channel statistics: what the network sees."""
-    return imaging.normalize(x, model.mean, model.std)
+def _stats(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's per-channel ``(mean, std)``, ``[1, 3, 1, 1]`` each, like ``x`` (its :class:`Normalize`
+    layer's; ImageNet's for a model without one)."""
+    norm = getattr(model, "normalize", None)
+    mean = norm.mean if isinstance(norm, Normalize) else torch.tensor(getattr(model, "mean", IMAGENET_MEAN))
+    std = norm.std if isinstance(norm, Normalize) else torch.tensor(getattr(model, "std", IMAGENET_STD))
+    return mean.to(x).view(1, 3, 1, 1), std.to(x).view(1, 3, 1, 1)
+
+
+def network_view(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``I = (x - mean) / std``: the pixels ``x`` as the network's first layer sees them (0 = the mean colour).
+    The models normalise their own input; this is for regularisers measured from the mean colour."""
+    mean, std = _stats(model, x)
+    return (x - mean) / std
 
 
 @torch.no_grad()
@@ -83,7 +93,7 @@ def scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Objective:
     """A scalar to maximise: ``fn(acts, image) -> tensor [N]`` (one value per image), where
-    ``acts[name]`` are the activations of the named ``layers`` for the (transformed, normalized)
+    ``acts[name]`` are the activations of the named ``layers`` for the (transformed)
     batch (``acts["output"]``: the model's output, the class scores; a module that runs twice in
     one forward pass is recorded at its first call) and ``image`` the batch in pixel space.
     Objectives combine linearly:
@@ -180,7 +190,7 @@ def l2(model, power: float = 2.0) -> Objective:
     """``||I||_p^p / size`` of the image the network sees, ``I = (x - mean) / std`` (0 = the mean colour).
     Subtract it from an objective to keep the image near the data's mean."""
     power = check_number(power, "power", low=0, low_open=True)
-    return Objective((), lambda a, x: normalize(model, x).abs().pow(power).flatten(1).mean(1), f"|I|^{power:g}")
+    return Objective((), lambda a, x: network_view(model, x).abs().pow(power).flatten(1).mean(1), f"|I|^{power:g}")
 
 
 def total_variation(power: float = 2.0) -> Objective:
@@ -356,9 +366,8 @@ def clip_small(model, norm_percentile: float = 0.0, contribution_percentile: flo
     contribution_percentile = check_number(contribution_percentile, "contribution_percentile", low=0, high=100)
     def p(param, step):
         x = param.x.data
-        mean = torch.tensor(model.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(model.std, device=x.device).view(1, 3, 1, 1)
-        centred = normalize(model, x)
+        mean, std = _stats(model, x)
+        centred = (x - mean) / std
         keep = torch.ones_like(x[:, :1], dtype=torch.bool)
         if norm_percentile > 0:
             norm = centred.norm(dim=1, keepdim=True)
@@ -415,10 +424,10 @@ def _forward(model, objective: Objective, x: torch.Tensor, acts: dict) -> None:
     check_model_dtype(model, x)
     acts.clear()
     if OUTPUT in objective.layers:
-        acts[OUTPUT] = model(normalize(model, x))
+        acts[OUTPUT] = model(x)
     elif objective.layers:
         try:
-            model(normalize(model, x))
+            model(x)
         except _Enough:
             pass
 
@@ -537,7 +546,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
     """Maximise ``objective`` over ``param`` (a parameterisation: ``param()`` gives the images).
 
     Each step: ``x = param()``; apply the ``transforms`` (each ``t(x, generator)``, random
-    draws from a generator seeded with ``seed``); run the model on ``normalize(x)``, recording
+    draws from a generator seeded with ``seed``); run the model on the pixels ``x``, recording
     ``objective.layers``; ``J = sum over the batch of objective(acts, x)``; take one step by
     ``step_rule`` (a name from the module docstring, or a ``torch.optim.Optimizer`` over
     ``param``'s parameters, stepped on ``-J``: ``lr`` is then its own); apply the ``projections`` (each

@@ -35,11 +35,11 @@ from torch import nn
 
 from .cache import weights_hash
 from .inputs import check_channel, check_image, check_int
-from .models import BlurMaxPool2d, eval_mode, get_layer, lecture_names
+from .models import BlurMaxPool2d, Normalize, eval_mode, get_layer, lecture_names
 
 #: Layers that act on each position separately: they leave the receptive field unchanged.
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-             nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm)
+             nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm, Normalize)
 
 
 # --------------------------------------------------------------------------- receptive fields
@@ -128,13 +128,18 @@ def _geometry(name: str, m: nn.Module) -> list[tuple[int, int, int]]:
 
 
 def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
-    """The layers from the input up to and including ``layer``, as ``(name, module)`` pairs.
+    """The layers from the input (pixels) up to and including ``layer``, as ``(name, module)`` pairs.
 
     The model must be an ``nn.Sequential`` itself, or have one called ``features`` that
     its forward pass starts with (the course model, VGG, AlexNet), and ``layer`` must be
-    one of that sequence's children.
+    one of that sequence's children. A model's :class:`course_lib.models.Normalize` layer (its
+    first, ``normalize``) comes first: the chain takes pixels, as the model does.
     """
-    get_layer(model, layer)  # KeyError listing the valid names for an unknown layer
+    module = get_layer(model, layer)  # KeyError listing the valid names for an unknown layer
+    norm = getattr(model, "normalize", None)
+    norm = norm if isinstance(norm, Normalize) else None
+    if norm is not None and module is norm:
+        return [("normalize", norm)]
     path = lecture_names(model).get(layer, layer)
     if isinstance(model, nn.Sequential):
         seq, prefix = model, ""
@@ -158,7 +163,8 @@ def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
             f"nn.Sequential from the input (the course model, VGG, AlexNet, SqueezeNet's `features`) and "
             f"for a ResNet's stem and stages (conv1 ... layer4), not inside a block.")
     short = {path: name for name, path in lecture_names(model).items()}
-    chain = []
+    # the course model, VGG, AlexNet, SqueezeNet: `features` comes after the model's own normalize
+    chain = [("normalize", norm)] if norm is not None and all(m is not norm for m in seq.children()) else []
     for c, m in seq.named_children():
         chain.append((short.get(prefix + c, prefix + c), m))
         if c == child:
@@ -171,15 +177,18 @@ def receptive_fields(model: nn.Module, layer: str) -> "OrderedDict[str, Receptiv
 
     Each layer updates ``(r, j, start)`` as in the module docstring; pointwise layers
     (ReLU, BatchNorm, ...) keep them; a ResNet block or a Fire module counts as its widest path.
-    Raises ValueError for a layer that is not in a chain of layers from the input
-    (see :func:`receptive_field`).
+    The model's ``normalize`` layer (pixels to the network's input, one pixel at a time) is
+    left out unless it is ``layer`` itself. Raises ValueError for a layer that is not in a chain
+    of layers from the input (see :func:`receptive_field`).
     """
     r, j, start = 1, 1, 0
     out: "OrderedDict[str, ReceptiveField]" = OrderedDict()
-    for name, m in _feature_chain(model, layer):
+    chain = _feature_chain(model, layer)
+    for n, (name, m) in enumerate(chain):
         for k, s, p in _geometry(name, m):
             r, j, start = r + (k - 1) * j, j * s, start - p * j
-        out[name] = ReceptiveField(r, j, start)
+        if not isinstance(m, Normalize) or n == len(chain) - 1:
+            out[name] = ReceptiveField(r, j, start)
     return out
 
 
@@ -207,7 +216,7 @@ def _chain_name(model: nn.Module, layer: str) -> str:
 def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i: int, j: int) -> torch.Tensor:
     """``d a / d x``: the gradient of one unit ``a = layer[channel, i, j]`` w.r.t. the input image.
 
-    ``x`` is one normalized image ``[1, 3, H, W]`` or ``[3, H, W]`` (finite, of the model's float
+    ``x`` is one image of pixels in [0, 1], ``[1, 3, H, W]`` or ``[3, H, W]`` (finite, of the model's float
     type: :func:`course_lib.inputs.check_image`); ``channel``, ``i``, ``j`` are ints inside the
     layer's output. Returns ``[3, H, W]``. It is zero
     outside the unit's receptive field; its spread inside shows the *effective*
@@ -393,11 +402,11 @@ def top_patches(scan: ActivationScan, dataset, model: nn.Module, channel: int, k
     exactly as the model saw it (resized and centre-cropped), grey where the window
     leaves the image.
     """
-    from .imaging import deprocess, preprocess
+    from .imaging import preprocess, to_array
 
     out = []
     for index, _, row, col in scan.top(channel, k):
-        image = deprocess(preprocess(dataset[index][0], model, size=scan.input_size), model)
+        image = to_array(preprocess(dataset[index][0], model, size=scan.input_size))
         out.append(crop_patch(image, scan.receptive_field, row, col, pad_value))
     return out
 

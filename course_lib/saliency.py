@@ -13,8 +13,9 @@ Which pixels would change a score most? Every method here differentiates a score
 * :func:`grabcut_from_saliency` -- Simonyan et al.'s weakly supervised segmentation:
   seed OpenCV's GrabCut with the most and the least salient pixels.
 
-Conventions. ``x`` is ONE normalized image, ``[1, 3, H, W]`` (as from
-``course_lib.imaging.preprocess``) or ``[3, H, W]``. The score is chosen by
+Conventions. ``x`` is ONE image of pixels in [0, 1], ``[1, 3, H, W]`` (as from
+``course_lib.imaging.preprocess``) or ``[3, H, W]``; gradients are per pixel (the model
+normalises its own input). The score is chosen by
 
 * ``target``: a class index (``None``: the class the model predicts), or
 * ``layer`` and ``channel``: a unit of an inner layer (lecture name such as ``"conv4_2"`` or a
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from .inputs import check_channel, check_image, check_int, check_number, check_target
-from .models import conv_layers, eval_mode, get_layer
+from .models import conv_layers, eval_mode, get_layer, mean_colour
 
 # --------------------------------------------------------------------------- checks and model state
 
@@ -230,7 +231,8 @@ def integrated_gradients(model, x, target=None, baseline=None, steps: int = 64, 
 
     a Riemann sum with ``m = steps`` points ``a_k = k/m`` (``"riemann_right"``, k = 1..m),
     ``(k-1)/m`` (``"riemann_left"``) or ``(k - 1/2)/m`` (``"riemann_middle"``).
-    The baseline defaults to zeros: in normalized space that is the dataset's mean colour.
+    The baseline defaults to the model's mean colour (:func:`course_lib.models.mean_colour`: the image
+    the network sees as zero).
     Completeness: ``sum_i IG_i -> S(x) - S(x')`` as ``steps`` grows.
     """
     m = check_int(steps, "steps", low=1)
@@ -238,7 +240,7 @@ def integrated_gradients(model, x, target=None, baseline=None, steps: int = 64, 
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(RIEMANN)}")
     x, home = _prepared(model, x)
     if baseline is None:
-        baseline = torch.zeros_like(x)
+        baseline = torch.tensor(mean_colour(model), dtype=x.dtype, device=x.device).view(1, 3, 1, 1).expand_as(x)
     elif not isinstance(baseline, torch.Tensor):
         raise TypeError(f"baseline must be a tensor, got {type(baseline).__name__}")
     elif baseline.shape not in (x.shape, x.shape[1:]):

@@ -8,7 +8,8 @@ Two tests, both about the *model*, not about whether a map looks nice:
   information and insert the pixels in the same order: it should rise fast (large area
   under the *insertion* curve). "Removed" pixels take a *substrate* value:
 
-  - ``"mean"``: zero in normalized space, i.e. the dataset's mean colour (deletion's default);
+  - ``"mean"``: the training images' mean colour (:func:`course_lib.models.mean_colour`, what the
+    network sees as zero; deletion's default);
   - ``"blur"``: the same pixel of a heavily blurred copy of the image (Gaussian, sigma
     ``BLUR_SIGMA`` = 5 px, kernel 21 px; insertion's default, as in RISE), so that inserting
     pixels does not also insert sharp artificial edges.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import eval_mode, lecture_names
+from .models import IMAGENET_MEAN, eval_mode, lecture_names, mean_colour
 from .inputs import check_image, check_int, check_target
 from .saliency import _device, clip_for_display, compute_saliency, predicted_class
 
@@ -129,10 +130,11 @@ def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     return gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
 
 
-def substrate_image(x: torch.Tensor, substrate: str) -> torch.Tensor:
-    """The image that "removed" pixels are taken from: ``"mean"`` (zeros) or ``"blur"``."""
+def substrate_image(x: torch.Tensor, substrate: str, mean=IMAGENET_MEAN) -> torch.Tensor:
+    """The image that "removed" pixels are taken from: ``"mean"`` (every pixel the colour ``mean``)
+    or ``"blur"``."""
     if substrate == "mean":
-        return torch.zeros_like(x)
+        return torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1).expand_as(x).clone()
     if substrate == "blur":
         return blurred(x)
     raise ValueError(f"unknown substrate {substrate!r}; choose one of {', '.join(SUBSTRATES)}")
@@ -158,11 +160,13 @@ def step_counts(n_pixels: int, steps: int) -> list[int]:
     return [round(k * n_pixels / steps) for k in range(steps + 1)]
 
 
-def perturbed_images(x, saliency, mode: str = "deletion", steps: int = 16, substrate: str | None = None):
+def perturbed_images(x, saliency, mode: str = "deletion", steps: int = 16, substrate: str | None = None,
+                     mean=IMAGENET_MEAN):
     """The images along a deletion or insertion curve, ``[steps + 1, 3, H, W]``.
 
     Image ``k`` has the ``n_k`` most salient pixels (:func:`step_counts`) changed: set to the
     substrate (deletion) or, starting from the substrate, set to the original (insertion).
+    ``mean``: the colour of the ``"mean"`` substrate (the model's :func:`course_lib.models.mean_colour`).
     """
     x = check_image(x)
     if mode not in ("deletion", "insertion"):
@@ -170,7 +174,7 @@ def perturbed_images(x, saliency, mode: str = "deletion", steps: int = 16, subst
     steps = check_int(steps, "steps", low=1)
     s = _check_map(saliency, x)
     substrate = substrate or ("mean" if mode == "deletion" else "blur")
-    base = substrate_image(x, substrate)
+    base = substrate_image(x, substrate, mean)
     ranks = pixel_ranks(s).to(x.device)
     counts = torch.tensor(step_counts(s.numel(), steps), device=x.device)
     changed = (ranks[None] < counts[:, None, None])[:, None]  # [steps+1, 1, H, W]
@@ -185,14 +189,14 @@ def perturbation_curve(model, x, saliency, target: int, mode: str = "deletion", 
     """``(fractions, probabilities)``: the softmax probability of class ``target`` as the
     fraction ``0, 1/steps, ..., 1`` of the pixels is deleted (or inserted) in saliency order.
 
-    ``x``: one normalized image ``[1, 3, H, W]`` or ``[3, H, W]``; ``target``: a class index
+    ``x``: one pixel image ``[1, 3, H, W]`` or ``[3, H, W]``; ``target``: a class index
     (an int in ``0 .. classes - 1``; negative indices are refused, they do not count from the
     end). Batched: the ``steps + 1`` images go through the model ``batch_size`` at a time.
     """
     x = check_image(x, model=model).detach().to(_device(model))
     check_target(target, None, allow_none=False)         # the type now, the range once the classes are known
     batch_size = check_int(batch_size, "batch_size", low=1)
-    images = perturbed_images(x, saliency, mode, steps, substrate)
+    images = perturbed_images(x, saliency, mode, steps, substrate, mean_colour(model))
     probs = []
     with eval_mode(model):
         for s in range(0, len(images), batch_size):
@@ -212,7 +216,7 @@ def evaluate_saliency(model, images, methods: dict, steps: int = 16, batch_size:
                       progress: bool = True) -> dict:
     """Deletion and insertion curves of every method on every image, for the predicted class.
 
-    ``images``: PIL images or normalized ``[1, 3, H, W]`` tensors. ``methods``: name ->
+    ``images``: PIL images or pixel ``[1, 3, H, W]`` tensors. ``methods``: name ->
     function ``(model, x, target) -> [H, W] map``. Returns a dict with ``fractions``,
     ``targets`` (class explained per image) and, per method, ``curves[method][mode]``
     (``[images, steps + 1]`` array) and ``auc[method][mode]`` (one AUC per image).
@@ -389,7 +393,7 @@ def format_correlations(result: dict) -> str:
 def plot_randomization(result: dict, image=None):
     """The maps of :func:`randomization_test` (rows: methods; columns: layers randomized so far),
     with each map's Spearman correlation to the original in its title. ``image`` (optional, an
-    ``H x W x 3`` array such as ``imaging.deprocess(x, model)``) is drawn first."""
+    ``H x W x 3`` array such as ``imaging.to_array(x)``) is drawn first."""
     import matplotlib.pyplot as plt
 
     from .imaging import rescale

@@ -81,7 +81,7 @@ def _layer_names(layers) -> tuple:
     return layers
 
 
-def _layers(model, layers=None, content_layer=None) -> tuple[tuple, str]:
+def resolve_layers(model, layers=None, content_layer=None) -> tuple[tuple, str]:
     """``layers`` and ``content_layer``, each defaulting to :func:`default_layers` where not given."""
     if layers is not None and content_layer is not None:
         return _layer_names(layers), content_layer
@@ -418,7 +418,7 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
         raise ValueError(f"preserve_colour must be one of {COLOUR_MODES}, not {preserve_colour!r}")
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', not {init!r}")
-    layers, content_layer = _layers(model, layers, content_layer)
+    layers, content_layer = resolve_layers(model, layers, content_layer)
     net = _pooled(model, pool)
 
     target = content
@@ -445,7 +445,7 @@ def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, bl
     """The three terms for a finished image (no weights applied): ``{"content": L_content,
     "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style.
     One image and one content photo (loop over a batch)."""
-    layers, content_layer = _layers(model, layers, content_layer)
+    layers, content_layer = resolve_layers(model, layers, content_layer)
     image = check_pixels(image, model=model, batch=False)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
     targets = blended_targets(model, [scale_image(check_pixels(s, "style image", model=model), style_scale) for s in styles],

@@ -76,12 +76,6 @@ def decode_split(split: str, cache_dir: Path) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 #: Smallest crop area (share of the image) of the main schedule and of the FixRes stage.
 CROP_SCALE, FIXRES_CROP_SCALE = (0.25, 1.0), (0.64, 1.0)
 
@@ -146,7 +140,7 @@ def evaluate(model, x_u8: torch.Tensor, y: torch.Tensor, device, size=COURSE_INP
     correct = 0
     for i in range(0, len(x_u8), batch):
         xb = fit_to_square(x_u8[i:i + batch].float().div_(255), size)
-        xb = normalize(xb).to(device).contiguous(memory_format=torch.channels_last)
+        xb = xb.to(device).contiguous(memory_format=torch.channels_last)   # pixels: the model normalises
         correct += (model(xb).argmax(1).cpu() == y[i:i + batch]).sum().item()
     return correct / len(x_u8)
 
@@ -233,7 +227,7 @@ def main(argv=None):
             idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
             xb = random_resized_crop(xtr[idx].float().div_(255), size, gen,
                                      scale=FIXRES_CROP_SCALE if fixres else CROP_SCALE)
-            xb = normalize(xb).to(device).contiguous(memory_format=torch.channels_last)
+            xb = xb.to(device).contiguous(memory_format=torch.channels_last)   # pixels: the model normalises
             yb = ytr[idx].to(device)
             mix = not fixres and args.cutmix > 0 and torch.rand(1, generator=gen).item() < args.cutmix
             if mix:

@@ -8,13 +8,13 @@ from torch import nn
 
 from conftest import close
 from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, gap_and_fc, grad_cam, guided_grad_cam
-from course_lib.models import _prepare, get_layer
+from course_lib.models import _prepare, get_layer, mean_colour
 
 
 def _x(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = model.input_size
-    return torch.randn(1, 3, s, s, generator=g)
+    return torch.rand(1, 3, s, s, generator=g)          # pixels in [0, 1): the model normalises them itself
 
 
 @pytest.fixture(params=["tiny", "course"])
@@ -79,9 +79,9 @@ def test_cam_on_a_model_without_gap_fc_explains_and_points_to_grad_cam():
     vgg = _prepare(torchvision.models.vgg11(), [str(i) for i in range(1000)], 64,
                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     with pytest.raises(CAMNotApplicableError, match="Grad-CAM") as e:
-        cam(vgg, torch.randn(1, 3, 64, 64))
+        cam(vgg, torch.rand(1, 3, 64, 64))
     assert "global average pooling" in str(e.value)
-    assert grad_cam(vgg, torch.randn(1, 3, 64, 64), target=1).shape == (64, 64)  # Grad-CAM does work
+    assert grad_cam(vgg, torch.rand(1, 3, 64, 64), target=1).shape == (64, 64)  # Grad-CAM does work
     assert default_cam_layer(vgg) == "relu5_2"
 
 
@@ -89,7 +89,7 @@ def test_cam_works_for_resnet_too():
     torch.manual_seed(0)
     r = _prepare(torchvision.models.resnet18(), [str(i) for i in range(1000)], 64,
                  (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64)
     m = cam(r, x, target=7, size=False)
     close(grad_cam(r, x, layer="layer4", target=7, size=False), m / m.numel(), rtol=1e-4, floor=1e-5)
 
@@ -150,7 +150,7 @@ def _gap_net(head):
 def test_cam_finds_a_linear_layer_named_head_by_structure():
     """GAP + one nn.Linear called ``head`` (not ``fc``) is a CAM network: the map's mean plus the bias is the score."""
     net = _gap_net(nn.Linear(6, 6))
-    x = torch.randn(1, 3, 16, 16)
+    x = torch.rand(1, 3, 16, 16)
     gap, fc = gap_and_fc(net)
     assert gap is net.pool and fc is net.head
     m = cam(net, x, target=4, relu=False, size=False)
@@ -165,7 +165,7 @@ def test_cam_refuses_an_mlp_after_gap_even_of_the_same_width():
     """GAP -> Linear(6, 6) -> ReLU -> Linear(6, 6): the widths match, but the last layer's weights do not
     weigh the feature maps, so a "CAM" would be a wrong map. It must be refused, pointing to Grad-CAM."""
     net = _gap_net(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6)))
-    x = torch.randn(1, 3, 16, 16)
+    x = torch.rand(1, 3, 16, 16)
     with pytest.raises(CAMNotApplicableError, match="one nn.Linear") as e:
         cam(net, x, target=0)
     assert "MLP" in str(e.value) and "grad_cam" in str(e.value)
@@ -223,7 +223,7 @@ def test_size_may_be_an_int_or_a_pair(tiny_net):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
 def test_other_dtypes_get_a_clear_error_not_torchs(tiny_net, dtype):
     x = _x(tiny_net).to(dtype)
-    match = r"x\.float\(\)" if dtype == torch.float64 else "preprocess"
+    match = r"x\.float\(\)" if dtype == torch.float64 else r"divide uint8 pixels by 255"
     for method in (cam, grad_cam, guided_grad_cam):
         with pytest.raises(TypeError, match=match):
             method(tiny_net, x, target=1)
@@ -271,8 +271,9 @@ def test_agreement_with_occlusion_on_a_planted_object(tiny_net):
         net.fc.weight[3] = 1.0           # class 3 = "bright stuff"
         net.fc.bias.zero_()
         net.fc.bias[0] = 0.5
-    x = torch.zeros(1, 3, 64, 64)        # background = the occlusion fill: occluding it changes nothing
-    x[..., 40:56, 8:24] = 2.0
+    mean = torch.tensor(mean_colour(net)).view(1, 3, 1, 1)
+    x = mean.expand(1, 3, 64, 64).clone()  # background = the occlusion fill (the mean colour): the network sees 0
+    x[..., 40:56, 8:24] = 1.0            # a white square: the only evidence
     with torch.no_grad():
         net.fc.weight[3] /= net(x)[0, 3]  # logit 1 against 0.5: the probability is far from saturated
     res = agreement_with_occlusion(net, [x], fraction=0.1, patch=16, stride=8, progress=False)
@@ -296,3 +297,28 @@ def test_guided_grad_cam_matches_captum(net, layer):
     assert ours.shape == (3,) + tuple(x.shape[-2:])
     assert ours.abs().max() > 0
     close(ours, oracle, rtol=1e-4, floor=1e-6)
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def test_cam_and_grad_cam_refuse_a_normalised_image_saying_to_pass_pixels(tiny_net):
+    from course_lib.cam import agreement_with_occlusion
+
+    x = _x(tiny_net, 5)
+    normalised = tiny_net.normalize(x)                    # what the old course fed them, by hand
+    for call in (lambda im: cam(tiny_net, im, target=1), lambda im: grad_cam(tiny_net, im, target=1),
+                 lambda im: guided_grad_cam(tiny_net, im, target=1), lambda im: gap_and_fc(tiny_net, im),
+                 lambda im: agreement_with_occlusion(tiny_net, [im], progress=False)):
+        with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+            call(normalised)
+    assert cam(tiny_net, x, target=1).shape == (64, 64)      # the pixels are fine
+
+
+def test_cam_is_computed_on_what_the_network_sees_after_its_normalize_layer(tiny_net):
+    """CAM's maps A are those of the normalised image: recomputed by hand from normalize -> features."""
+    x = _x(tiny_net, 6)
+    with torch.no_grad():
+        A = tiny_net.features(tiny_net.normalize(x))[0]       # [K, h, w]
+    expected = torch.einsum("k,khw->hw", tiny_net.fc.weight[2], A)
+    close(cam(tiny_net, x, target=2, relu=False, size=False), expected, rtol=1e-5, floor=1e-6)

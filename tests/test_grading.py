@@ -99,3 +99,34 @@ def test_check_close_scales_with_the_values_compared():
     check_close(torch.tensor([3e-7]), torch.zeros(1))                 # all 0: an absolute floor of 1e-6
     with pytest.raises(AssertionError, match="differs"):
         check_close(torch.tensor([1e-9]), torch.zeros(1), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def test_random_image_is_pixels_that_every_method_accepts():
+    from course_lib.inputs import check_image
+
+    x = random_image(24, seed=3, height=16)
+    assert x.shape == (1, 3, 16, 24) and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) < 1
+    assert float(x.std()) > 0.2                                   # spread over [0, 1), not a constant
+    assert torch.equal(x, random_image(24, seed=3, height=16)) and not torch.equal(x, random_image(24, seed=4, height=16))
+    assert check_image(x) is not None
+
+
+def test_tiny_net_normalises_its_own_input():
+    from course_lib.models import IMAGENET_MEAN, IMAGENET_STD, CourseNet, Normalize, lecture_names, mean_colour
+
+    net = tiny_net(0, input_size=32)
+    assert isinstance(net, CourseNet) and isinstance(net.normalize, Normalize)
+    assert list(net._modules)[0] == "normalize" and list(lecture_names(net))[0] == "normalize"
+    assert mean_colour(net) == pytest.approx(IMAGENET_MEAN)
+    x = random_image(32, seed=1)
+    m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    s = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net.fc(torch.flatten(net.gap(net.features((x - m) / s)), 1))
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-6)
+    # the same seed, the same weights: the exercises' reference and the student's code see one network
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), tiny_net(0, input_size=32).state_dict().values()))

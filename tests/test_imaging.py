@@ -12,9 +12,8 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from course_lib.imaging import (  # noqa: E402
-    MISTAKE, crop_padding, denormalize, deprocess, heatmap_scales, make_grid, normalize, overlay_heatmap,
-    prediction_title, preprocess, rescale, show_heatmap, show_heatmaps, show_image, show_image_groups, show_images,
-    to_tensor)
+    MISTAKE, crop_padding, heatmap_scales, make_grid, overlay_heatmap, prediction_title, preprocess, rescale,
+    show_heatmap, show_heatmaps, show_image, show_image_groups, show_images, to_array, to_tensor)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,21 +89,26 @@ def test_to_tensor_rejects_other_types_and_dtypes():
         to_tensor(np.zeros((2, 2, 3), dtype=np.int64))
 
 
-# --------------------------------------------------------------------------- preprocess / deprocess
+# --------------------------------------------------------------------------- preprocess / to_array
 
 def test_round_trip_without_resize_is_exact():
     img = random_image(6, 9)
     x = preprocess(img)
     assert x.shape == (1, 3, 6, 9)
-    back = deprocess(x)
+    back = to_array(x)
     assert back.shape == (6, 9, 3)
     np.testing.assert_allclose(back, img / 255, atol=1e-6, rtol=0)
 
 
-def test_round_trip_with_model_statistics():
+def test_preprocess_returns_pixels_whatever_the_models_statistics():
+    """No normalisation in preprocess: the model's mean and std (its first layer's business) change nothing."""
     model = TinyModel(input_size=6)
     img = random_image(6, 6, seed=1)
-    np.testing.assert_allclose(deprocess(preprocess(img, model), model), img / 255, atol=1e-6, rtol=0)
+    x = preprocess(img, model)
+    np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy(), img / 255, atol=1e-6, rtol=0)
+    assert torch.equal(x, preprocess(img, size=6))
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    np.testing.assert_allclose(to_array(x), img / 255, atol=1e-6, rtol=0)
 
 
 def test_preprocess_shape_dtype_from_model_input_size():
@@ -113,14 +117,23 @@ def test_preprocess_shape_dtype_from_model_input_size():
     assert preprocess(random_image(12, 20), TinyModel(input_size=8), size=4).shape == (1, 3, 4, 4)
 
 
-def test_image_equal_to_the_mean_normalizes_to_zero():
+def test_preprocess_keeps_the_mean_colour_as_it_is():
     mean_image = np.broadcast_to(np.array(IMAGENET_MEAN), (4, 4, 3)).copy()
-    assert torch.allclose(preprocess(mean_image), torch.zeros(1, 3, 4, 4), atol=1e-6)
-    model = TinyModel(input_size=4)
-    one_std_up = np.broadcast_to(np.add(model.mean, model.std), (4, 4, 3)).copy()
-    assert torch.allclose(preprocess(one_std_up, model), torch.ones(1, 3, 4, 4), atol=1e-6)
-    explicit = preprocess(one_std_up, mean=model.mean, std=model.std)
-    assert torch.allclose(explicit, torch.ones(1, 3, 4, 4), atol=1e-6)
+    expected = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    assert torch.allclose(preprocess(mean_image), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("removed", [{"mean": (0.5, 0.5, 0.5)}, {"std": (1.0, 1.0, 1.0)}])
+def test_preprocess_no_longer_takes_mean_or_std(removed):
+    with pytest.raises(TypeError):
+        preprocess(random_image(4, 4), **removed)
+
+
+def test_normalize_denormalize_and_deprocess_are_gone():
+    import course_lib.imaging as imaging
+
+    for name in ("normalize", "denormalize", "deprocess", "_stats"):
+        assert not hasattr(imaging, name), f"imaging.{name} should be removed (models normalise their own input)"
 
 
 RED, BLUE = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
@@ -134,9 +147,20 @@ def test_resize_and_centre_crop_keeps_the_centre(tall):
     img[:, 8:32] = RED
     if tall:
         img = img.transpose(1, 0, 2).copy()
-    out = deprocess(preprocess(img, size=10))
+    out = to_array(preprocess(img, size=10))
     assert out.shape == (10, 10, 3)
     np.testing.assert_allclose(out, np.broadcast_to(RED, (10, 10, 3)), atol=1e-5)
+
+
+def test_preprocess_of_a_resized_image_stays_in_the_pixel_range():
+    """Antialiased bilinear resizing is a convex combination: the pixels stay in [0, 1] (check_image accepts them)."""
+    from course_lib.inputs import check_image
+
+    img = np.zeros((37, 53, 3), dtype=np.uint8)
+    img[::2, ::3] = 255                                  # hard edges everywhere
+    x = preprocess(img, size=16)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert check_image(x) is not None
 
 
 def test_preprocess_accepts_a_tensor_and_pil_like_an_array():
@@ -160,7 +184,7 @@ def test_inputs_are_not_mutated_and_not_aliased():
 
     y = preprocess(img)
     y_before = y.clone()
-    out = deprocess(y)
+    out = to_array(y)
     out[:] = 0
     assert torch.equal(y, y_before)
 
@@ -178,34 +202,32 @@ def test_preprocess_keeps_gradients_of_a_tensor_input():
     assert t.grad is not None and t.grad.shape == t.shape
 
 
-def test_deprocess_accepts_3d_tensors_requiring_grad_and_clips():
+def test_to_array_accepts_3d_tensors_requiring_grad_and_clips():
     x = preprocess(random_image()).requires_grad_()
-    assert np.array_equal(deprocess(x[0]), deprocess(x))
+    assert np.array_equal(to_array(x[0]), to_array(x))
+    np.testing.assert_array_equal(to_array(x), x.detach()[0].permute(1, 2, 0).numpy())   # pixels as they are
     big = torch.full((3, 2, 2), 100.0, requires_grad=True)
-    np.testing.assert_array_equal(deprocess(big), np.ones((2, 2, 3)))
-    np.testing.assert_array_equal(deprocess(-big), np.zeros((2, 2, 3)))
+    np.testing.assert_array_equal(to_array(big), np.ones((2, 2, 3)))
+    np.testing.assert_array_equal(to_array(-big), np.zeros((2, 2, 3)))
+    half = torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64)
+    out = to_array(half)
+    assert out.dtype == np.float32 and np.array_equal(out, np.full((2, 2, 3), 0.5, dtype=np.float32))
 
 
-def test_deprocess_refuses_a_batch_of_two():
+def test_to_array_refuses_a_batch_of_two():
     with pytest.raises(ValueError, match="batch of 2"):
-        deprocess(torch.zeros(2, 3, 4, 4))
+        to_array(torch.zeros(2, 3, 4, 4))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 4, 4), (4, 4), (4, 4, 3)])
-def test_deprocess_rejects_wrong_shapes(shape):
+def test_to_array_rejects_wrong_shapes(shape):
     with pytest.raises(ValueError, match="got shape"):
-        deprocess(torch.zeros(shape))
+        to_array(torch.zeros(shape))
 
 
-def test_normalize_and_denormalize_are_inverse_per_channel():
-    x = torch.rand(2, 3, 4, 5)
-    mean, std = (0.1, 0.2, 0.3), (0.5, 2.0, 4.0)
-    n = normalize(x, mean, std)
-    assert torch.allclose(n[:, 1], (x[:, 1] - 0.2) / 2.0)
-    assert torch.allclose(n[:, 2], (x[:, 2] - 0.3) / 4.0)
-    assert torch.allclose(denormalize(n, mean, std), x, atol=1e-6)
-    with pytest.raises(ValueError, match=r"\[2, 4, 4, 4\]"):
-        normalize(torch.zeros(2, 4, 4, 4), mean, std)
+def test_to_array_rejects_what_is_not_a_tensor():
+    with pytest.raises(TypeError, match="ndarray"):
+        to_array(np.zeros((3, 4, 4)))
 
 
 # --------------------------------------------------------------------------- grids and scaling
@@ -325,13 +347,14 @@ def test_show_image_of_array_returns_a_figure(no_plt_show):
     np.testing.assert_allclose(ax.images[0].get_array(), img / 255)
 
 
-def test_show_image_deprocesses_a_normalized_tensor(no_plt_show):
+def test_show_image_draws_a_pixel_tensor_as_it_is(no_plt_show):
     img = random_image()
     fig = show_image(preprocess(img))
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), img / 255, atol=1e-6)
-    model = TinyModel()
-    fig = show_image(preprocess(img, mean=model.mean, std=model.std), mean=model.mean, std=model.std)
-    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), img / 255, atol=1e-6)
+    fig = show_image(preprocess(img, TinyModel(input_size=5))[0])        # [3, H, W]; no statistics involved
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), to_array(preprocess(img, size=5)), atol=1e-6)
+    with pytest.raises(TypeError, match="mean"):
+        show_image(preprocess(img), mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def test_show_image_draws_on_a_given_axes(no_plt_show):

@@ -9,7 +9,7 @@ from torch import nn
 from course_lib.inputs import (check_channel, check_image, check_index, check_int, check_model_dtype, check_number,
                                check_pixel_range, check_pixels, check_target, check_targets, model_dtype)
 
-# --------------------------------------------------------------------------- images (normalized and pixels)
+# --------------------------------------------------------------------------- images (pixels in [0, 1])
 
 
 @pytest.mark.parametrize("check", [check_image, check_pixels])
@@ -41,21 +41,20 @@ def test_wrong_shapes_say_what_to_do(check, shape, match):
         check(torch.rand(shape))
 
 
-@pytest.mark.parametrize("check,fix", [(check_image, r"imaging\.preprocess\(image, model\)"),
-                                       (check_pixels, r"imaging\.to_tensor\(image\)\[None\]")])
-def test_things_that_are_not_tensors(check, fix):
+@pytest.mark.parametrize("check", [check_image, check_pixels])
+def test_things_that_are_not_tensors(check):
+    fix = r"imaging\.preprocess\(image, model\)"
     for bad, what in [(np.zeros((1, 3, 4, 4), np.float32), "numpy array of shape"),
                       (Image.new("RGB", (4, 4)), "a PIL image"), ([[0.0]], "list")]:
-        with pytest.raises(TypeError, match=f"must be a tensor .*{what}.*{fix}"):
+        with pytest.raises(TypeError, match=f"must be a tensor .*of pixels in \\[0, 1\\].*{what}.*{fix}"):
             check(bad)
 
 
-def test_integer_pixels_are_refused_with_the_conversion():
+@pytest.mark.parametrize("check", [check_image, check_pixels])
+def test_integer_pixels_are_refused_with_the_conversion(check):
     u8 = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
-    with pytest.raises(TypeError, match=r"floating-point .*uint8: integer pixels are not a normalized image.*preprocess"):
-        check_image(u8)
-    with pytest.raises(TypeError, match=r"uint8: divide uint8 pixels by 255: x\.float\(\) / 255"):
-        check_pixels(u8)
+    with pytest.raises(TypeError, match=r"floating-point .*uint8: divide uint8 pixels by 255: x\.float\(\) / 255"):
+        check(u8)
 
 
 @pytest.mark.parametrize("check", [check_image, check_pixels])
@@ -77,14 +76,44 @@ def test_non_finite_values_are_refused(check, value):
         check(torch.full((1, 3, 4, 4), value, requires_grad=True))
 
 
-def test_pixels_outside_0_1_say_which_mistake_it_probably_is():
+@pytest.mark.parametrize("check", [check_image, check_pixels])
+def test_pixels_outside_0_1_say_which_mistake_it_probably_is(check):
     with pytest.raises(ValueError, match=r"\[0, 1\].*0\.\.255\? divide them by 255"):
-        check_pixels(torch.full((1, 3, 2, 2), 200.0))
-    with pytest.raises(ValueError, match=r"\[0, 1\].*normalized image\? use course_lib\.imaging\.deprocess"):
-        check_pixels(torch.randn(1, 3, 8, 8) * 3)
-    assert check_image(torch.randn(1, 3, 8, 8) * 3).shape == (1, 3, 8, 8)  # normalized images have no range
+        check(torch.full((1, 3, 2, 2), 200.0))
+    pixels = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normalised = (pixels - mean) / std                  # the old way: by hand, before the model
+    with pytest.raises(ValueError, match=r"\[0, 1\].*normalised by hand.*pass the pixels instead.*normalize"):
+        check(normalised)
+    assert check(pixels) is not None                    # the pixels themselves pass
     with pytest.raises(ValueError, match="empty"):
         check_pixel_range(torch.zeros(3, 0, 4))
+
+
+@pytest.mark.parametrize("check", [check_image, check_pixels])
+def test_the_pixel_range_allows_rounding_slack_only(check):
+    """A resize or a sum may land a few ulps outside [0, 1]: PIXEL_SLACK allows that, not more."""
+    from course_lib.inputs import PIXEL_SLACK
+
+    for edge in (-PIXEL_SLACK, 1 + PIXEL_SLACK):
+        x = torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64)
+        x[0, 1, 0, 0] = edge
+        assert check(x) is not None
+    for beyond in (-10 * PIXEL_SLACK, 1 + 10 * PIXEL_SLACK):
+        x = torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64)
+        x[0, 1, 0, 0] = beyond
+        with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+            check(x)
+
+
+@pytest.mark.parametrize("check", [check_image, check_pixels])
+def test_a_non_contiguous_image_is_copied_contiguous_with_the_same_values(check):
+    x = torch.rand(1, 8, 8, 3).permute(0, 3, 1, 2)     # an array's channels moved first: not contiguous
+    out = check(x)
+    assert out.is_contiguous() and torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+    cl = torch.rand(1, 3, 4, 4).to(memory_format=torch.channels_last)
+    assert check(cl).is_contiguous() and torch.equal(check(cl), cl)
 
 
 class _Net(nn.Module):

@@ -149,7 +149,7 @@ def test_label_agreement_hand_counted():
 # --------------------------------------------------------------------------- features of a batch
 
 def test_features_of_course_net_are_the_gap_output(tiny_net):
-    x = torch.randn(4, 3, 64, 64)
+    x = torch.rand(4, 3, 64, 64)
     x0 = x.clone()
     assert classifier_layer(tiny_net) == "fc"
     tiny_net.train()
@@ -157,7 +157,7 @@ def test_features_of_course_net_are_the_gap_output(tiny_net):
     assert tiny_net.training  # mode restored
     tiny_net.eval()
     with torch.no_grad():
-        gap = torch.flatten(tiny_net.gap(tiny_net.features(x.clone())), 1)
+        gap = torch.flatten(tiny_net.gap(tiny_net.features(tiny_net.normalize(x.clone()))), 1)   # pixels normalised first
         close(tiny_net.fc(feats), tiny_net(x))  # they really feed fc
     assert feats.shape == (4, 16)
     close(feats, gap)
@@ -175,7 +175,7 @@ def test_capture_input_removes_hook_on_error(tiny_net):
 def test_classifier_layer_generic():
     seq = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
     assert classifier_layer(seq) == "3"
-    x = torch.randn(2, 3, 2, 2)
+    x = torch.rand(2, 3, 2, 2)
     close(classifier_features(seq, x), torch.relu(seq[1](x.flatten(1))))
     # another layer's input can be chosen: here the flattened image itself
     torch.testing.assert_close(classifier_features(seq, x, layer="1"), x.flatten(1))
@@ -186,7 +186,7 @@ def test_classifier_layer_generic():
 
 
 def test_pixel_vectors_flatten():
-    x = torch.randn(2, 3, 4, 4)
+    x = torch.rand(2, 3, 4, 4)
     assert torch.equal(pixel_vectors(x), x.reshape(2, 48))
 
 
@@ -200,9 +200,9 @@ def test_extract_features_and_pixels_equal_direct_computation(tiny_net, tmp_path
     for row, i in enumerate([1, 4, 9, 0]):
         x = preprocess(data[i][0], tiny_net)
         close(fs.features[row], classifier_features(tiny_net, x)[0], floor=1e-5)  # batches of 3 against 1: other kernels
-        # 8-bit storage: within half a grey level of the preprocessed image, in normalised units
+        # 8-bit storage: within half a grey level of the preprocessed image (pixels in [0, 1], not normalised)
         err = (fs.pixel_vectors([row])[0] - x.flatten()).abs().max().item()
-        assert err <= 0.5 / 255 / min(tiny_net.std) + 1e-5
+        assert err <= 0.5 / 255 + 1e-6
 
 
 def test_cache_hit_returns_identical_features_without_running_the_model(tiny_net, tmp_path, monkeypatch):
@@ -319,7 +319,7 @@ def test_classifier_features_restores_every_submodules_own_mode(tiny_net):
     tiny_net.train()
     tiny_net.features.eval()                  # e.g. a frozen feature extractor under a head being trained
     before = {name: m.training for name, m in tiny_net.named_modules()}
-    classifier_features(tiny_net, torch.randn(2, 3, 64, 64))
+    classifier_features(tiny_net, torch.rand(2, 3, 64, 64))
     assert {name: m.training for name, m in tiny_net.named_modules()} == before
     assert tiny_net.training and not tiny_net.features.training and not tiny_net.features.conv1_1.training
 
@@ -327,19 +327,36 @@ def test_classifier_features_restores_every_submodules_own_mode(tiny_net):
 def test_classifier_features_runs_in_eval_mode():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).train()
-    x = torch.randn(2, 3, 2, 2)
+    x = torch.rand(2, 3, 2, 2)
     torch.testing.assert_close(classifier_features(net, x), classifier_features(net, x), rtol=0, atol=0)  # dropout is off
     assert net.training
 
 
 def test_classifier_features_checks_its_images(tiny_net):
     with pytest.raises(TypeError, match=r"float64 but the model's weights are torch\.float32: .*x\.float\(\)"):
-        classifier_features(tiny_net, torch.randn(2, 3, 64, 64, dtype=torch.float64))
+        classifier_features(tiny_net, torch.rand(2, 3, 64, 64, dtype=torch.float64))
     with pytest.raises(ValueError, match="NaN or infinite"):
         classifier_features(tiny_net, torch.full((2, 3, 64, 64), float("nan")))
     with pytest.raises(ValueError, match="greyscale or RGBA"):
-        classifier_features(tiny_net, torch.randn(2, 1, 64, 64))
-    assert classifier_features(tiny_net, torch.randn(3, 64, 64)).shape == (1, 16)   # one image, unbatched
+        classifier_features(tiny_net, torch.rand(2, 1, 64, 64))
+    assert classifier_features(tiny_net, torch.rand(3, 64, 64)).shape == (1, 16)   # one image, unbatched
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+        classifier_features(tiny_net, tiny_net.normalize(x))
+
+
+def test_pixel_vectors_of_a_feature_set_are_the_pixels_over_255():
+    """No normalisation any more: the pixel space is the pixels themselves, p / 255 of the stored 8-bit images."""
+    from course_lib.neighbors import FeatureSet, uint8_pixel_vectors
+
+    u8 = torch.tensor(np.random.default_rng(5).integers(0, 256, (3, 3, 4, 4), dtype=np.uint8))
+    expected = (u8.float() / 255).reshape(3, 48)
+    assert torch.equal(uint8_pixel_vectors(u8), expected)
+    fs = FeatureSet(torch.zeros(3, 2), u8, torch.tensor([0, 1, 0]), [0, 1, 2], "fc")
+    assert torch.equal(fs.pixel_vectors(), expected) and torch.equal(fs.pixel_vectors([2]), expected[2:])
+    assert 0 <= float(fs.pixel_vectors().min()) and float(fs.pixel_vectors().max()) <= 1
+    idx, _ = fs.nearest("pixels", k=1)
+    assert_nearest(idx, expected.double().numpy(), 1)
 
 
 def test_squeezenet_features_are_its_pooled_conv10_input():

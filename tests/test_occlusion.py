@@ -5,16 +5,17 @@ import torch
 from captum.attr import Occlusion
 
 from conftest import close
-from course_lib.imaging import normalize, preprocess
+from course_lib.imaging import preprocess
+from course_lib.models import mean_colour
 from course_lib.occlusion import number_of_windows, occlusion, show_occlusion, window_starts
 
 
 def captum_occlusion(model, x, target, patch, stride, fill, score, per_eval=16):
     """The oracle: captum with a forward function giving probabilities or logits."""
-    if fill == "mean":
-        baselines = 0.0
+    if fill == "mean":              # the model's mean colour, as pixels: what the network sees as 0
+        baselines = torch.tensor(mean_colour(model), dtype=x.dtype).view(1, 3, 1, 1).expand_as(x).clone()
     elif fill == "black":
-        baselines = normalize(torch.zeros_like(x), model.mean, model.std)
+        baselines = 0.0
     else:
         baselines = float(fill)
 
@@ -70,7 +71,7 @@ def test_matches_captum_on_course_model(course_model, photos, patch, stride, fil
 @pytest.mark.parametrize("patch,stride,fill,score,size", [
     (9, 4, "mean", "prob", 64),     # 55 / 4: cropped last window
     (10, 3, "black", "logit", 64),  # 54 / 3 = 18 exactly
-    (7, 7, -1.5, "logit", 64),      # stride = patch, a number as fill
+    (7, 7, 0.25, "logit", 64),      # stride = patch, a number (a grey level) as fill
     (5, 1, "mean", "prob", 24),     # stride 1
     (24, 5, "black", "prob", 24),   # the patch covers the whole image: one window
     (11, 6, "mean", "prob", 37),    # odd image size
@@ -78,7 +79,7 @@ def test_matches_captum_on_course_model(course_model, photos, patch, stride, fil
 def test_matches_captum_on_tiny_net(tiny_net, patch, stride, fill, score, size):
     tiny_net = decisive(tiny_net)
     torch.manual_seed(3)
-    x = torch.randn(2, 3, size, size)
+    x = torch.rand(2, 3, size, size)
     targets = [4, 7]
     ours = occlusion(tiny_net, x, targets, patch, stride, fill=fill, score=score, batch_size=16, progress=False)
     ref = captum_occlusion(tiny_net, x, torch.tensor(targets), patch, stride, fill, score)
@@ -98,7 +99,7 @@ def test_window_starts_like_captum():
 
 def test_batch_size_and_default_target(tiny_net):
     torch.manual_seed(0)
-    x = torch.randn(1, 3, 40, 40)
+    x = torch.rand(1, 3, 40, 40)
     a = occlusion(tiny_net, x, None, 8, 4, batch_size=1, progress=False)
     b = occlusion(tiny_net, x, int(tiny_net(x).argmax()), 8, 4, batch_size=7, progress=False)
     c = occlusion(tiny_net, x[0], None, 8, 4, batch_size=1000, progress=False)
@@ -109,7 +110,7 @@ def test_batch_size_and_default_target(tiny_net):
 
 def test_leaves_model_and_input_alone(tiny_net):
     tiny_net.train()
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.rand(1, 3, 32, 32)
     x0 = x.clone()
     occlusion(tiny_net, x, 1, 8, 4, progress=False)
     assert torch.equal(x, x0)
@@ -126,19 +127,19 @@ def test_pil_image_in(course_model, photos):
 
 
 def test_clear_errors(tiny_net):
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="larger than the 32x32 image"):
         occlusion(tiny_net, x, 0, patch=33, stride=8)
     with pytest.raises(ValueError, match="greyscale"):
-        occlusion(tiny_net, torch.randn(1, 1, 32, 32), 0)
+        occlusion(tiny_net, torch.rand(1, 1, 32, 32), 0)
     with pytest.raises(ValueError, match="RGBA"):
-        occlusion(tiny_net, torch.randn(1, 4, 32, 32), 0)
+        occlusion(tiny_net, torch.rand(1, 4, 32, 32), 0)
     from PIL import Image
     for mode in ("L", "RGBA"):
         with pytest.raises(ValueError, match="RGB"):
             occlusion(tiny_net, Image.new(mode, (32, 32)), 0)
     with pytest.raises(ValueError, match="shape"):
-        occlusion(tiny_net, torch.randn(32, 32), 0)
+        occlusion(tiny_net, torch.rand(32, 32), 0)
     with pytest.raises(TypeError, match="float"):
         occlusion(tiny_net, torch.zeros(1, 3, 32, 32, dtype=torch.uint8), 0)
     with pytest.raises(TypeError, match="tensor"):
@@ -164,7 +165,7 @@ def test_clear_errors(tiny_net):
 
 
 def test_targets_are_class_indices_not_anything_int_accepts(tiny_net):
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.rand(2, 3, 32, 32)
     for bad in (2.7, True, "3", [1, 2.0]):
         with pytest.raises(TypeError, match=r"target must be a class index \(an int\)"):
             occlusion(tiny_net, x, bad, patch=16, stride=16, progress=False)
@@ -175,7 +176,7 @@ def test_targets_are_class_indices_not_anything_int_accepts(tiny_net):
 
 
 def test_float64_nan_and_empty_images_get_clear_errors(tiny_net):
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.rand(1, 3, 32, 32)
     with pytest.raises(TypeError, match=r"float64 but the model's weights are torch.float32: .*x\.float\(\)"):
         occlusion(tiny_net, x.double(), 0, progress=False)
     x[0, 0, 0, 0] = float("inf")
@@ -186,9 +187,50 @@ def test_float64_nan_and_empty_images_get_clear_errors(tiny_net):
 
 
 def test_numpy_numbers_are_numbers(tiny_net):
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.rand(1, 3, 32, 32)
     ref = occlusion(tiny_net, x, 0, patch=16, stride=16, fill=0.5, progress=False)
     assert torch.equal(occlusion(tiny_net, x, 0, patch=np.int64(16), stride=np.int32(16), fill=np.float32(0.5),
                                  progress=False), ref)
     with pytest.raises(ValueError, match="finite"):
         occlusion(tiny_net, x, 0, fill=float("nan"), progress=False)
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def test_a_normalised_image_is_refused_saying_to_pass_pixels(tiny_net):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+        occlusion(tiny_net, tiny_net.normalize(x), 0, patch=16, stride=16, progress=False)
+
+
+@pytest.mark.parametrize("bad", [-1.5, 1.5, 255])
+def test_a_numeric_fill_is_a_grey_level_in_0_1(tiny_net, bad):
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"fill \(a pixel value in \[0, 1\]"):
+        occlusion(tiny_net, x, 0, patch=16, stride=16, fill=bad, progress=False)
+
+
+def test_the_fills_are_pixel_colours(tiny_net):
+    """"mean" is the model's own mean colour (what its Normalize maps to 0), "black" is pixel 0; both as the
+    explicit pixel images they stand for, each window filled by hand."""
+    from course_lib.models import CourseNet, _prepare
+
+    torch.manual_seed(1)
+    mean = (0.25, 0.5, 0.75)                              # not ImageNet's: the fill must follow the model
+    net = _prepare(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 16, mean,
+                   (0.229, 0.224, 0.225), None)
+    net = decisive(net)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    for fill, colour in (("mean", mean), ("black", (0.0, 0.0, 0.0)), (0.5, (0.5, 0.5, 0.5))):
+        ours = occlusion(net, x, 3, patch=8, stride=8, fill=fill, score="logit", progress=False)[0]
+        with torch.no_grad():
+            base = net(x)[0, 3]
+            expected = torch.zeros(16, 16)
+            for t in (0, 8):
+                for l in (0, 8):
+                    y = x.clone()
+                    y[0, :, t:t + 8, l:l + 8] = torch.tensor(colour).view(3, 1, 1)
+                    expected[t:t + 8, l:l + 8] = base - net(y)[0, 3]
+        assert expected.abs().max() > 0
+        close(ours, expected, rtol=1e-5, floor=1e-5, scale=score_scale(net, x, "logit"))

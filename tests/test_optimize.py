@@ -228,22 +228,11 @@ def test_high_frequency_share_of_noise_and_smooth_images():
 # --------------------------------------------------------------------------- adversarial: torchattacks as oracle
 
 
-class _PixelModel(torch.nn.Module):
-    """The model with its normalisation in front: torchattacks attacks models of [0, 1] pixels."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(O.normalize(self.model, x))
-
-
 @pytest.mark.parametrize("which", ["tiny", "course"])
 def test_fgsm_and_pgd_match_torchattacks(which, tiny_net, course_model):
     torchattacks = pytest.importorskip("torchattacks")
     model = tiny_net if which == "tiny" else course_model
-    oracle = _PixelModel(model)
+    oracle = model   # torchattacks attacks models of [0, 1] pixels: the course's models normalise their own input
     size = 64 if which == "tiny" else 128
     x = _images(4, size, seed=5)
     y = torch.tensor([0, 3, 5, 9])

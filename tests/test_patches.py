@@ -130,22 +130,31 @@ def test_sequential_model_with_dilation_and_same_padding():
         _check_layer(net, layer, 40, lambda h, w: _units(h, w) | {(h // 2 - 1, w // 2 + 1)}, dilated=True)
 
 
+def _up_to(model, layer):
+    """The course architecture from the pixels up to ``layer``: its normalize, then ``features`` up to the layer."""
+    names = [n for n, _ in model.features.named_children()]
+    return nn.Sequential(model.normalize, model.features[: names.index(layer) + 1])
+
+
 def test_gradient_support_of_the_real_network_lies_inside_the_box(tiny_net):
     """With max-pooling and ReLU the gradient reaches only part of the window, never outside it;
     and pixels outside the window cannot change the unit at all."""
     torch.manual_seed(1)
-    x = torch.randn(1, 3, 64, 64)
-    for layer, channel in [("conv2_1", 3), ("pool3", 5), ("conv4_2", 2)]:
+    x = torch.rand(1, 3, 64, 64)
+    for layer in ["conv2_1", "pool3", "conv4_2"]:
         rf = receptive_field(tiny_net, layer)
-        n = tiny_net.features[: list(lecture_names(tiny_net)).index(layer) + 1]
-        h = n(x).shape[-1]
+        n = _up_to(tiny_net, layer)
+        with torch.no_grad():
+            a = n(x)
+        h = a.shape[-1]
         for i, j in [(0, 0), (h - 1, 1), (h // 2, h // 2)]:
+            channel = int(a[0, :, i, j].argmax())       # a unit that is on (random weights leave many off)
             g = unit_gradient(tiny_net, x, layer, channel, i, j)
             top, left, bottom, right = rf.box(i, j, 64)
             inside = torch.zeros(64, 64, dtype=torch.bool)
             inside[top:bottom, left:right] = True
             assert g.abs().sum() > 0 and (g[:, ~inside] == 0).all()
-            noisy = x + 5 * torch.randn_like(x) * (~inside)
+            noisy = torch.where(inside, x, torch.rand_like(x))          # other pixels outside the window
             with torch.no_grad():
                 assert n(noisy.clone())[0, channel, i, j] == n(x.clone())[0, channel, i, j]
                 assert n(noisy.clone())[0, channel, i, j] != n(noisy.clone() + 0.5 * inside)[0, channel, i, j]
@@ -153,7 +162,7 @@ def test_gradient_support_of_the_real_network_lies_inside_the_box(tiny_net):
 
 def test_unit_gradient_leaves_model_and_input_alone(tiny_net):
     tiny_net.train()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64)
     x0 = x.clone()
     g = unit_gradient(tiny_net, x, "conv3_1", 0, 2, 2)
     assert g.shape == (3, 64, 64)
@@ -165,7 +174,7 @@ def test_unit_gradient_leaves_model_and_input_alone(tiny_net):
     with pytest.raises(ValueError, match="outside"):
         unit_gradient(tiny_net, x, "conv3_1", 0, 8, 0)
     with pytest.raises(ValueError, match="RGBA"):
-        unit_gradient(tiny_net, torch.randn(1, 4, 64, 64), "conv3_1", 0, 0, 0)
+        unit_gradient(tiny_net, torch.rand(1, 4, 64, 64), "conv3_1", 0, 0, 0)
 
 
 def test_clear_errors(course_model):
@@ -243,8 +252,7 @@ def _brute_force_maps(model, data, layer, indices):
     """Every image's full activation map, computed by running the prefix of features alone."""
     from course_lib.imaging import preprocess
 
-    stop = list(lecture_names(model)).index(layer) + 1
-    prefix = model.features[:stop]
+    prefix = _up_to(model, layer)                       # pixels -> normalize -> features up to the layer
     with torch.no_grad():
         return torch.cat([prefix(preprocess(data[i][0], model)) for i in indices])
 
@@ -308,7 +316,7 @@ def test_scan_is_cached_per_model_layer_and_images(tiny_net, cache_dir):
 
 
 def test_top_patches_are_the_windows_the_model_saw(tiny_net, cache_dir):
-    from course_lib.imaging import deprocess, preprocess
+    from course_lib.imaging import preprocess, to_array
 
     data = FakeImages(5)
     scan = scan_activations(tiny_net, data, "conv3_2", progress=False)["conv3_2"]
@@ -316,7 +324,7 @@ def test_top_patches_are_the_windows_the_model_saw(tiny_net, cache_dir):
     patches = top_patches(scan, data, tiny_net, channel=2, k=3, pad_value=-1)
     assert len(patches) == 3
     for p, (index, _, row, col) in zip(patches, scan.top(2, 3)):
-        image = deprocess(preprocess(data[index][0], tiny_net), tiny_net)
+        image = to_array(preprocess(data[index][0], tiny_net))
         top, left, bottom, right = rf.box(row, col, 64)
         inside = p[p[..., 0] != -1].reshape(bottom - top, right - left, 3)
         np.testing.assert_allclose(inside, image[top:bottom, left:right])
@@ -360,7 +368,7 @@ def test_receptive_fields_through_residual_blocks_and_fire_modules(name, layer, 
     rf = receptive_field(net, layer)
     assert rf.size == size
     S = 160 if name == "resnet18" else 96
-    x = torch.randn(1, 3, S, S, dtype=torch.float64)
+    x = torch.rand(1, 3, S, S, dtype=torch.float64)
     net = net.double()
     with torch.no_grad():
         from course_lib.models import record_activations
@@ -377,3 +385,52 @@ def test_receptive_fields_through_residual_blocks_and_fire_modules(name, layer, 
     rows, cols = torch.nonzero(g, as_tuple=True)
     # tight: the gradient reaches the window's first and last rows/columns (or the image border)
     assert rows.min() == top and rows.max() == bottom - 1 and cols.min() == left and cols.max() == right - 1
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def test_unit_gradient_goes_through_the_models_normalize_layer(tiny_net):
+    """d unit / d pixels, through normalize: the same as the gradient of the unit through the whole model's
+    forward pass (saliency.gradient, which records the layer with a hook: another code path)."""
+    from course_lib.saliency import gradient
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for layer, (i, j) in [("conv1_1", (10, 12)), ("relu3_2", (3, 5)), ("conv4_2", (2, 1))]:
+        with torch.no_grad():
+            channel = int(_up_to(tiny_net, layer)(x)[0, :, i, j].argmax())     # a unit that is on
+        ours = unit_gradient(tiny_net, x, layer, channel, i, j)
+        expected = gradient(tiny_net, x, layer=layer, channel=channel, position=(i, j))
+        assert expected.abs().sum() > 0
+        close(ours, expected, rtol=1e-5, floor=1e-6)
+
+
+def test_unit_gradient_through_with_normalization_on_a_torchvision_model():
+    from course_lib.models import IMAGENET_MEAN, IMAGENET_STD, with_normalization
+    from course_lib.saliency import gradient
+
+    torch.manual_seed(0)
+    net = torchvision.models.vgg11(weights=None).eval()
+    rf_before = receptive_field(net, "conv3_1")
+    with_normalization(net, IMAGENET_MEAN, IMAGENET_STD)
+    assert receptive_field(net, "conv3_1") == rf_before                 # normalize is pointwise
+    assert "normalize" not in receptive_fields(net, "conv3_1")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ours = unit_gradient(net, x, "conv3_1", 5, 7, 8)
+    close(ours, gradient(net, x, layer="conv3_1", channel=5, position=(7, 8)), rtol=1e-5, floor=1e-6)
+
+
+def test_normalize_is_left_out_of_the_receptive_field_table(course_model, tiny_net):
+    assert list(receptive_fields(course_model, "pool1")) == ["conv1_1", "relu1_1", "pool1"]
+    assert receptive_field(course_model, "normalize") == ReceptiveField(1, 1, 0)   # one pixel in, one out
+    r18 = torchvision.models.resnet18(weights=None)
+    from course_lib.models import with_normalization
+    with_normalization(r18)
+    assert list(receptive_fields(r18, "layer1"))[0] == "conv1"
+    assert receptive_field(r18, "layer4").size == 435
+
+
+def test_unit_gradient_and_scans_refuse_a_normalised_image(tiny_net):
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+        unit_gradient(tiny_net, tiny_net.normalize(x), "conv3_1", 0, 2, 2)

@@ -21,8 +21,16 @@ def net(request):
 
 
 def image_for(model, seed=0):
+    """Random pixels in [0, 1): what every method takes (the model normalises its own input)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, 3, model.input_size, model.input_size, generator=g)
+    return torch.rand(1, 3, model.input_size, model.input_size, generator=g)
+
+
+def mean_image(model, like):
+    """The model's mean colour everywhere: integrated gradients' default baseline."""
+    from course_lib.models import mean_colour
+
+    return torch.tensor(mean_colour(model), dtype=like.dtype).view(1, 3, 1, 1).expand_as(like).clone()
 
 
 def captum(cls, model, *args):
@@ -78,7 +86,8 @@ def test_integrated_gradients_is_captums(net, method):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             expected = captum_attr.IntegratedGradients(net).attribute(
-                x.clone(), baselines=0.0 if base is None else base.clone(), target=1, n_steps=steps, method=method)[0]
+                x.clone(), baselines=mean_image(net, x) if base is None else base.clone(), target=1, n_steps=steps,
+                method=method)[0]
         ours = S.integrated_gradients(net, x, 1, baseline=base, steps=steps, method=method, batch_size=5)
         close(ours, expected, rtol=1e-5, floor=1e-6)
 
@@ -87,9 +96,12 @@ def test_integrated_gradients_completeness_improves_with_steps(net):
     """sum_i IG_i = S(x) - S(x') exactly for the integral; the Riemann sums converge to it."""
     x = image_for(net, 4)
     with torch.no_grad():
-        gap = float(net(x)[0, 5] - net(torch.zeros_like(x))[0, 5])
-    errors = [abs(float(S.integrated_gradients(net, x, 5, steps=m, method="riemann_right").sum()) - gap)
-              for m in (2, 64)]
+        gaps = net(x)[0] - net(mean_image(net, x))[0]                   # the default baseline: the mean colour
+    c = int(gaps.abs().argmax())                                        # a class whose score the path changes
+    gap = float(gaps[c])
+    many = 256 if net.input_size <= 64 else 64          # tiny_net's scores barely move: finer sums; it is cheap
+    errors = [abs(float(S.integrated_gradients(net, x, c, steps=m, method="riemann_right").sum()) - gap)
+              for m in (2, many)]
     assert errors[1] < errors[0] / 10
     assert errors[1] < 0.01 * abs(gap) + 1e-6
 
@@ -123,8 +135,8 @@ def hand_net():
 
 
 def test_guided_backprop_by_hand():
-    # x = (1, 2, 0): hidden pre-activations (3, 1, -2), ReLU mask (1, 1, 0), output weights (2, -3, 5).
-    x = torch.tensor([1.0, 2, 0]).view(1, 3, 1, 1)
+    # x = (0.5, 1, 0): hidden pre-activations (1.5, 0.5, -1), ReLU mask (1, 1, 0), output weights (2, -3, 5).
+    x = torch.tensor([0.5, 1, 0]).view(1, 3, 1, 1)
     # plain gradient: W1^T (2, -3, 0) = (-1, 2, 0)
     assert S.gradient(hand_net(), x, 0).flatten().tolist() == [-1, 2, 0]
     # guided: the negative -3 is dropped too: W1^T (2, 0, 0) = (2, 2, 0)
@@ -138,7 +150,7 @@ def explicit_mask_guided_backprop(net, x, layer, channel, position):
     """Guided backprop for the CourseNet structure written out layer by layer with explicit masks:
     forward keeping every layer's input, then backward: at a ReLU g <- g [input > 0] [g > 0];
     elsewhere the layer's own vector-Jacobian product."""
-    stages = [(n, m) for n, m in net.features.named_children()]
+    stages = [("normalize", net.normalize)] + [(n, m) for n, m in net.features.named_children()]
     stages += [("gap", net.gap), ("flatten", nn.Flatten()), ("fc", net.fc)]
     inputs, a = [], x
     for name, m in stages:
@@ -288,7 +300,7 @@ def dropout_net():
 @pytest.mark.parametrize("method", list(S.METHODS))
 def test_computed_in_eval_mode(method):
     """With dropout, a train-mode pass would be random: the result must equal the eval-mode one."""
-    x = torch.randn(1, 3, 12, 12)
+    x = torch.rand(1, 3, 12, 12)
     kw = {"n_samples": 2} if method == "SmoothGrad" else {"steps": 4} if method == "integrated gradients" else {}
     net = dropout_net().eval()
     expected = S.METHODS[method](net, x, 2, **kw)
@@ -506,7 +518,7 @@ def test_nan_is_detected_not_explained(tiny_net):
 
 @pytest.mark.parametrize("dtype,match", [(torch.float64, r"float64 but the model's weights are torch\.float32: "
                                                           r"convert the image with x\.float\(\)"),
-                                         (torch.uint8, "floating-point.*preprocess")])
+                                         (torch.uint8, r"floating-point.*divide uint8 pixels by 255")])
 def test_other_dtypes_get_a_clear_error_not_torchs(tiny_net, dtype, match):
     x = image_for(tiny_net).to(dtype)
     for call in (lambda: S.vanilla_saliency(tiny_net, x, 0), lambda: S.predicted_class(tiny_net, x),
@@ -544,3 +556,74 @@ def test_noise_level_may_be_a_numpy_number(tiny_net):
 def test_targets_that_are_not_ints_are_refused_as_in_cam(tiny_net, bad):
     with pytest.raises(TypeError, match=r"target must be a class index \(an int\)"):
         S.gradient(tiny_net, image_for(tiny_net), bad)
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def normalised_by_hand(model, x):
+    """What the old course fed its methods: ``(x - mean) / std``, now refused."""
+    m = torch.tensor(model.mean).view(1, 3, 1, 1)
+    s = torch.tensor(model.std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: S.vanilla_saliency(m, x, 1),
+    lambda m, x: S.gradient(m, x, layer="conv3_1", channel=2),
+    lambda m, x: S.smoothgrad(m, x, 1, n_samples=2),
+    lambda m, x: S.integrated_gradients(m, x, 1, steps=2),
+    lambda m, x: S.guided_backprop(m, x, 1),
+    lambda m, x: S.compute_saliency(m, x, "gradient", 1),
+    lambda m, x: S.predicted_class(m, x),
+    lambda m, x: S.top_channels(m, x, "conv4_2"),
+])
+def test_a_normalised_image_is_refused_saying_to_pass_pixels(tiny_net, call):
+    x = image_for(tiny_net, 11)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+        call(tiny_net, normalised_by_hand(tiny_net, x))
+    call(tiny_net, x)                                       # the pixels themselves are fine
+
+
+def test_integrated_gradients_default_baseline_is_the_mean_colour(tiny_net):
+    x = image_for(tiny_net, 12)
+    base = mean_image(tiny_net, x)
+    assert torch.equal(S.integrated_gradients(tiny_net, x, 4, steps=6),
+                       S.integrated_gradients(tiny_net, x, 4, baseline=base, steps=6))
+    # the network sees the mean colour as zero: the old "zeros in normalized space"
+    assert torch.allclose(tiny_net.normalize(base), torch.zeros_like(base), atol=1e-6)
+    assert not torch.allclose(S.integrated_gradients(tiny_net, x, 4, steps=6),
+                              S.integrated_gradients(tiny_net, x, 4, baseline=torch.zeros_like(x), steps=6))
+
+
+def old_normalised_space_gradient(model, x, target):
+    """The gradient the course used to compute, by hand: a copy of the model without its Normalize layer
+    (nn.Identity in its place), fed ``(x - mean) / std``, differentiated w.r.t. that normalised image."""
+    old = copy.deepcopy(model)
+    mean, std = old.normalize.mean.clone(), old.normalize.std.clone()
+    old.normalize = nn.Identity()
+    xn = ((x - mean) / std).detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(old(xn)[0, target], xn)
+    return g[0], std.view(3, 1, 1)
+
+
+# Measured (float32, CPU): the largest difference is 0 for tiny_net and the course model, both classes: autograd
+# differentiates (x - mean) / std by dividing the normalised-space gradient by std, the very operation done here.
+# The tolerance is kept anyway (another backend may fuse the division differently).
+def test_pixel_gradient_is_the_old_normalised_gradient_divided_by_std(net):
+    """x_norm = (x - mean) / std, so dS/dx = dS/dx_norm / std per channel (the chain rule, exactly)."""
+    x = image_for(net, 13)
+    for target in (2, 7):
+        old, std = old_normalised_space_gradient(net, x, target)
+        new = S.gradient(net, x, target)
+        expected = old / std
+        assert new.abs().sum() > 0
+        rel = float(((new - expected).abs().max() / expected.abs().max()))
+        print(f"{type(net).__name__} input {net.input_size}, class {target}: largest difference / largest "
+              f"|gradient| = {rel:.2e}")
+        close(new, expected, rtol=1e-5, floor=1e-6)
+        # the factor is per channel: not the old gradient itself (std < 1 makes every pixel gradient larger)
+        assert not torch.allclose(new, old, rtol=1e-2)
+        ratio = (new.abs().flatten(1).sum(1) / old.abs().flatten(1).sum(1))
+        close(ratio, 1 / std.flatten(), rtol=1e-4)

@@ -7,10 +7,16 @@ from torch import nn
 
 from course_lib import saliency as S
 from course_lib import saliency_eval as E
+from course_lib.models import mean_colour
 
 
 def image(size=64, seed=0):
-    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    """Random pixels in [0, 1): what every method takes (the model normalises its own input)."""
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def colour_image(colour, like):
+    return torch.tensor(colour, dtype=like.dtype).view(1, 3, 1, 1).expand_as(like).clone()
 
 
 # --------------------------------------------------------------------------- pixel order and images
@@ -50,8 +56,11 @@ def test_perturbed_images_change_exactly_the_top_pixels(mode):
 
 
 def test_substrates():
+    from course_lib.models import IMAGENET_MEAN
+
     x = image(32)
-    assert torch.equal(E.substrate_image(x, "mean"), torch.zeros_like(x))
+    assert torch.equal(E.substrate_image(x, "mean"), colour_image(IMAGENET_MEAN, x))   # ImageNet's mean colour
+    assert torch.equal(E.substrate_image(x, "mean", mean=(0.25, 0.5, 0.75)), colour_image((0.25, 0.5, 0.75), x))
     b = E.substrate_image(x, "blur")
     assert b.shape == x.shape and b.std() < 0.5 * x.std()  # white noise loses most of its variance
     const = torch.full((1, 3, 32, 32), 0.7)
@@ -68,7 +77,7 @@ def test_curve_endpoints_and_batching(tiny_net):
     sal = S.vanilla_saliency(tiny_net, x, 3)
     with torch.no_grad():
         p_x = torch.softmax(tiny_net(x), 1)[0, 3].item()
-        p_mean = torch.softmax(tiny_net(torch.zeros_like(x)), 1)[0, 3].item()
+        p_mean = torch.softmax(tiny_net(colour_image(mean_colour(tiny_net), x)), 1)[0, 3].item()   # all deleted
         p_blur = torch.softmax(tiny_net(E.blurred(x)), 1)[0, 3].item()
     f, p = E.perturbation_curve(tiny_net, x, sal, 3, "deletion", steps=8)
     assert f[0] == 0 and f[-1] == 1 and len(f) == len(p) == 9
@@ -89,9 +98,8 @@ class RegionModel(nn.Module):
 
 def test_a_map_that_found_the_evidence_wins():
     model = RegionModel()
-    x = torch.zeros(1, 3, 32, 32)
-    x[0, 0, 4:12, 20:28] = 1.0
-    x += 0.01 * image(32)
+    x = 0.01 * image(32)
+    x[0, 0, 4:12, 20:28] += 0.99                       # bright red evidence; pixels stay in [0, 1]
     good = torch.zeros(32, 32)
     good[4:12, 20:28] = 1
     good += 0.1 * E.random_map(32, 32, 1)
@@ -298,3 +306,36 @@ def test_randomization_test_checks_its_target(tiny_net):
     methods = {"gradient": lambda m, x, c: S.vanilla_saliency(m, x, c)}
     with pytest.raises(ValueError, match="out of range"):
         E.randomization_test(tiny_net, image(), methods, target=10, progress=False)
+
+
+# --------------------------------------------------------------------------- pixels: the one image space
+
+
+def test_perturbation_curve_refuses_a_normalised_image(tiny_net):
+    x, sal = image(), torch.rand(64, 64)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
+        E.perturbation_curve(tiny_net, tiny_net.normalize(x), sal, 3)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand"):
+        E.evaluate_saliency(tiny_net, [tiny_net.normalize(x)], {"random": lambda m, x, c: sal}, steps=2,
+                            progress=False)
+
+
+def test_deletion_ends_at_the_models_own_mean_colour():
+    """The "mean" substrate is the colour the model's Normalize maps to 0 (not ImageNet's when the model
+    was trained with other statistics): fully deleted, the image is that colour everywhere."""
+    from course_lib.models import CourseNet, _prepare
+
+    torch.manual_seed(0)
+    mean = (0.25, 0.5, 0.75)
+    net = _prepare(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 32, mean,
+                   (0.229, 0.224, 0.225), None)
+    x = image(32, 5)
+    sal = E.random_map(32, 32, 1)
+    imgs = E.perturbed_images(x, sal, "deletion", steps=4, mean=mean_colour(net))
+    assert torch.equal(imgs[-1], colour_image(mean, x)[0])
+    with torch.no_grad():
+        p_end = torch.softmax(net(colour_image(mean, x)), 1)[0, 2].item()
+        p_imagenet = torch.softmax(net(colour_image((0.485, 0.456, 0.406), x)), 1)[0, 2].item()
+    _, p = E.perturbation_curve(net, x, sal, 2, "deletion", steps=4)
+    assert p[-1] == pytest.approx(p_end, rel=1e-5)
+    assert p_end != pytest.approx(p_imagenet, rel=1e-3)      # the check can tell the two colours apart
