@@ -106,14 +106,21 @@ class Normalize(nn.Module):
         return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
 
 
-def mean_colour(model: nn.Module) -> tuple[float, float, float]:
+def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)``, the per-channel statistics of ``model``'s :class:`Normalize` layer (for a model
+    without one: its ``mean``/``std`` attributes, else ImageNet's)."""
+    norm = getattr(model, "normalize", None)
+    if isinstance(norm, Normalize):
+        return tuple(norm.mean.flatten().tolist()), tuple(norm.std.flatten().tolist())
+    return (tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN)),
+            tuple(float(v) for v in getattr(model, "std", IMAGENET_STD)))
+
+
+def mean_colour(model: nn.Module) -> tuple[float, ...]:
     """The pixel colour that ``model``'s first layer maps to zero: the mean colour of its training
     images (ImageNet's for a model without a :class:`Normalize` layer). The neutral fill of
     occlusion, deletion curves and integrated gradients' baseline."""
-    norm = getattr(model, "normalize", None)
-    if isinstance(norm, Normalize):
-        return tuple(norm.mean.flatten().tolist())
-    return tuple(float(v) for v in getattr(model, "mean", IMAGENET_MEAN))
+    return normalization(model)[0]
 
 
 def _normalized_forward(base: type):

@@ -50,7 +50,7 @@ from torch import nn
 
 from .inputs import (check_channel, check_int, check_model_dtype, check_number, check_perturbation, check_pixels,
                      check_size, check_targets, model_dtype)
-from .models import IMAGENET_MEAN, IMAGENET_STD, Normalize, eval_mode, get_layer, record_activations
+from .models import eval_mode, get_layer, normalization, record_activations
 
 STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
 #: Most objective evaluations one L-BFGS step may use (1 + its line search).
@@ -63,12 +63,10 @@ OUTPUT = "output"
 
 
 def _stats(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's per-channel ``(mean, std)``, ``[1, 3, 1, 1]`` each, like ``x`` (its :class:`Normalize`
-    layer's; ImageNet's for a model without one)."""
-    norm = getattr(model, "normalize", None)
-    mean = norm.mean if isinstance(norm, Normalize) else torch.tensor(getattr(model, "mean", IMAGENET_MEAN))
-    std = norm.std if isinstance(norm, Normalize) else torch.tensor(getattr(model, "std", IMAGENET_STD))
-    return mean.to(x).view(1, 3, 1, 1), std.to(x).view(1, 3, 1, 1)
+    """The model's per-channel ``(mean, std)`` (:func:`course_lib.models.normalization`), ``[1, 3, 1, 1]``
+    each, like ``x``."""
+    mean, std = normalization(model)
+    return torch.tensor(mean).to(x).view(1, 3, 1, 1), torch.tensor(std).to(x).view(1, 3, 1, 1)
 
 
 def network_view(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
