@@ -19,7 +19,8 @@ from nbgrader.preprocessors import (  # noqa: E402
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
-from grader.executor import HideHiddenTests, RebuildFromSource, SandboxedExecute  # noqa: E402
+from grader.execute import SandboxedExecute  # noqa: E402
+from grader.rebuild import HideHiddenTests, RebuildFromSource  # noqa: E402
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
@@ -31,7 +32,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Autograding: rebuild from the source, then nbgrader's own sanitizing, then the sandbox.
-c.Autograde.exporter_class = "grader.executor.TolerantNotebookExporter"
+c.Autograde.exporter_class = "grader.rebuild.TolerantNotebookExporter"
 c.Autograde.sanitize_preprocessors = [
     RebuildFromSource, ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
 c.Autograde.autograde_preprocessors = [

@@ -57,7 +57,7 @@ def validate(paths, release: bool = False, settings=None):
     from nbgrader.preprocessors import CheckCellMetadata, ClearOutput
     from nbgrader.validator import Validator
 
-    from .executor import SandboxedExecute
+    from .execute import SandboxedExecute
 
     cfg = _config()
     for (section, name), value in (settings or {}).items():
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         return _report("collect", run)
     if args.cmd == "check":
         from . import sandbox
-        from .executor import SandboxedExecute
+        from .execute import SandboxedExecute
 
         python = SandboxedExecute(config=_config()).python
         sandbox.check(python)

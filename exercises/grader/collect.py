@@ -43,7 +43,7 @@ MAX_FILE_BYTES = 32 << 20
 #: The files of a submission we take: the notebook and nbgrader's timestamp.
 SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 #: Where refused folders and files go (beside ``submitted/``), and where the grader's notes for a
-#: student's feedback are kept (read by ``grader.executor.RebuildFromSource``).
+#: student's feedback are kept (read by ``grader.rebuild.RebuildFromSource``).
 QUARANTINE, NOTES = "refused", ".grader-notes"
 #: A ``timestamp.txt`` nbgrader can read: a date and time, optionally a time zone (a name without
 #: dots or a leading slash: nbgrader looks named zones up as files), nothing else.

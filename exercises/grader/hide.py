@@ -69,7 +69,7 @@ CORE: dict[str, str] = {
 PER_SUBMODULE = ("course_lib",)
 
 #: What a graded notebook needs to import (the student process's preloads, the exercises' set-up
-#: cells, the runner): everything these load in the course's Python stays importable.
+#: cells, grader.student itself): everything these load in the course's Python stays importable.
 BASE_IMPORTS = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torchvision", "matplotlib.pyplot",
                 "PIL.Image", "course_lib.models", "course_lib.imaging", "course_lib.data", "course_lib.grading",
                 "IPython.core.interactiveshell", "traitlets.config")

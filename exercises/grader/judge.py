@@ -1,6 +1,6 @@
-"""The test process: runs the pristine test cells; no student code ever runs here.
+"""The test process (the judge): runs the pristine test cells; no student code ever runs here.
 
-    python -m grader.test_runner RESP_FD REQ_FD OUT_FD
+    python -m grader.judge RESP_FD REQ_FD OUT_FD
 
 Reads the job (JSON frame on stdin): the test cells (sources taken from the instructor's
 source notebook, hidden tests included), the names of the functions the student had to

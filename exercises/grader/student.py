@@ -6,7 +6,7 @@ on trust: its only way out is the pipe to the test process, which checks every f
 forwards the cell outputs to the driver only until the student's cells are done, enforces
 the per-cell time limit from outside, and judges every answer itself.
 
-    python -m grader.student_runner REQ_FD RESP_FD
+    python -m grader.student REQ_FD RESP_FD
 
 1. reads the job (JSON frame on stdin): the code cells to run, the time limits; sends
    ``{"started": true}`` to the test process (``RESP_FD``) once Python and the libraries
