@@ -50,7 +50,7 @@ test-models: data
 	rm -rf build/nbval
 	$(BIN)/python tools/switch_model.py build/nbval $(NBVAL_MODELS)
 	COURSE_FAST=smoke COURSE_CACHE=0 TORCH_HOME=$(CURDIR)/build/nbval/torch_home OMP_NUM_THREADS=1 \
-	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=300 \
+	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=300 $(PYTEST_ARGS) \
 	  $(foreach m,$(NBVAL_MODELS),build/nbval/$(m))
 
 # the numerically sensitive tests again with PyTorch limited to the lowest instruction sets (no AVX2,

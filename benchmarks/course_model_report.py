@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from course_lib.data import imagenette, spread_indices
-from course_lib.models import COURSE_WEIGHTS, load_course_model, predict_dataset
+from course_lib.models import COURSE_WEIGHTS, load_course_model
+from course_lib.predict import predict_dataset
 from course_lib.saliency import compute_saliency
 from course_lib.saliency_eval import evaluate_saliency, grid_energy, saliency_methods
 from course_lib.imaging import preprocess
@@ -39,7 +40,7 @@ def report(weights: Path, val, reference_ms: float) -> dict:
     images = [val[i][0] for i in spread_indices(len(val), 50)]
     methods = {k: v for k, v in saliency_methods().items() if k in ("gradient", "centre")}
     res = evaluate_saliency(model, images, methods, steps=16, progress=False)
-    grids = [grid_energy(compute_saliency(model, preprocess(im, model), "gradient", t))
+    grids = [grid_energy(compute_saliency(model, preprocess(im, model), t, method="gradient"))
              for im, t in zip(images, res["targets"])]
     return {"weights": str(weights), "val_top1": top1, "edge_like_share": share,
             "deletion_auc_gradient": float(np.mean(res["auc"]["gradient"]["deletion"])),

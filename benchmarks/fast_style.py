@@ -67,7 +67,7 @@ if __name__ == "__main__":
         weight = record["style_weight"], record["tv_weight"]
     t = time.perf_counter()
     x = ST.style_transfer(model, content, style, style_weight=weight[0], tv_weight=weight[1], steps=args.steps,
-                          progress=False)
+                          progress=False).image
     gatys = time.perf_counter() - t
     rows.append((f"Gatys, {args.steps} L-BFGS steps", gatys, ST.transfer_losses(model, x, content, style),
                  1 / gatys, float("nan")))

@@ -70,7 +70,7 @@ def main():
                 return captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=mean_image,
                                         target=target, perturbations_per_eval=per_eval)[:, 0]
 
-        methods = {"ours": lambda: occlusion(model, x, target, k, s, batch_size=BATCH_SIZE, progress=False)}
+        methods = {"ours": lambda: occlusion(model, x, target, patch=k, stride=s, batch_size=BATCH_SIZE, progress=False)}
         methods.update({p: (lambda p=p: run_captum(p)) for p in (1,) + PER_EVAL})
         times, outs = best_times(methods)
         ours_t = times["ours"]

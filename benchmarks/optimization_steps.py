@@ -53,15 +53,15 @@ if __name__ == "__main__":
     rows = [
         ("class visualisation, all regularisers", 1, S, per_step(lambda: CV.class_visualization(
             model, 3, steps=steps, norm_percentile=10, contribution_percentile=10, progress=False), steps)),
-        ("PGD, batch 32", 32, S, per_step(lambda: A.pgd(model, batch, y, 4 / 255, steps=steps), steps)),
+        ("PGD, batch 32", 32, S, per_step(lambda: A.pgd(model, batch, y, eps=4 / 255, steps=steps), steps)),
         ("universal perturbation, batch 32", 32, S, per_step(lambda: A.universal_perturbation(
-            model, batch, 10 / 255, epochs=steps, batch_size=32, progress=False), steps)),
+            model, batch, xi=10 / 255, epochs=steps, batch_size=32, progress=False), steps)),
         ("DeepDream relu4_2, 1 octave", 1, 2 * S, per_step(lambda: DD.deepdream(
-            model, torch.rand(1, 3, 2 * S, 2 * S), "relu4_2", octaves=1, steps=steps, progress=False), steps)),
-        ("feature inversion conv4_2", 1, S, per_step(lambda: INV.invert(model, photo, "conv4_2", steps=steps,
+            model, torch.rand(1, 3, 2 * S, 2 * S), layer="relu4_2", octaves=1, steps=steps, progress=False), steps)),
+        ("feature inversion conv4_2", 1, S, per_step(lambda: INV.invert(model, photo, layer="conv4_2", steps=steps,
                                                                          progress=False), steps)),
         ("feature inversion conv2_1 (stops early)", 1, S, per_step(lambda: INV.invert(
-            model, photo, "conv2_1", steps=steps, progress=False), steps)),
+            model, photo, layer="conv2_1", steps=steps, progress=False), steps)),
     ]
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'method':42s} {'batch':>5s} {'px':>4s} {'ms/step':>8s} {'floor ms':>8s} {'ratio':>6s}")

@@ -46,17 +46,18 @@ if __name__ == "__main__":
     content = to_tensor(load_image("chicago", args.size))[None]
     style = to_tensor(load_image("starry_night", args.size))[None]
     layers, content_layer = ST.default_layers(model)
-    targets = ST.blended_targets(model, [style], None, layers)
-    objective = ST.transfer_objective(model, content, targets, args.style_weight, 0.0, content_layer)
+    targets = ST.blended_targets(model, [style], None, layers=layers)
+    objective = ST.transfer_objective(model, content, targets, style_weight=args.style_weight, tv_weight=0.0,
+                                      content_layer=content_layer)
     floor = floor_seconds(model, objective, content)
 
     stamps = []
     t0 = time.perf_counter()
-    x = ST.style_transfer(model, content, style, style_weight=args.style_weight, steps=args.steps, every=1,
-                          callback=lambda step, img, j: stamps.append(time.perf_counter() - t0), progress=False)
+    _, history = ST.style_transfer(model, content, style, style_weight=args.style_weight, steps=args.steps, every=1,
+                                   callback=lambda step, img, j: stamps.append(time.perf_counter() - t0), progress=False)
     total = time.perf_counter() - t0
-    losses = [-j for j in x.history.objective]
-    evals = x.history.evaluations
+    losses = [-j for j in history.objective]
+    evals = history.evaluations
     final = losses[-1]
 
     def time_within(frac):

@@ -3,7 +3,7 @@
 Szegedy et al. (2014) found, for an image ``x`` and a wrong label ``l``, the smallest change
 ``r`` that makes the network answer ``l``, by solving (box-constrained, ``x + r`` a valid image)
 
-    min_r  c |r|^2 + loss(f(x + r), l)                   (:func:`minimum_perturbation`)
+    min_r  c |r|^2 + loss(f(x + r), l)                   (:func:`minimum_perturbation`, c = ``penalty``)
 
 The changes are invisible to a person. Goodfellow et al. (2015) explained them by the
 network's near-linearity and gave a one-step attack under an L-inf budget ``eps``
@@ -17,7 +17,11 @@ and Madry et al. (2018) iterated it, projecting back into the budget after every
 
 (targeted: *descend* the loss of the target class; untargeted: *ascend* the loss of the
 true class; here without PGD's random start). All three are :func:`course_lib.optimize.optimize`
-with the ``"sign"`` or ``"adam"`` step rule.
+with the ``"sign"`` or ``"lbfgs"`` step rule, but unlike the visualisations they return only the
+adversarial images, not ``Optimized(image, history)``: an attack's result is the image that fools
+the network, used like the photo it replaces. Each takes the class as ``target``: for the
+untargeted attacks the class whose score they lower (normally the true label ``y``; None: the
+predicted class), for the targeted ones the class to reach.
 
 **Universal perturbations** (Moosavi-Dezfooli et al. 2017): one ``v`` with ``|v|_inf <= xi``
 that fools the network on *most* images. We find it by projected stochastic gradient
@@ -40,14 +44,19 @@ def _check_eps(eps, name="eps") -> float:
     return eps
 
 
-def _labels(model, x: torch.Tensor, y, name: str) -> torch.Tensor:
-    """One class index per image of ``x`` (:func:`course_lib.inputs.check_targets`), as a tensor."""
-    return torch.tensor(check_targets(y, len(model.class_names), count=len(x), name=name), device=x.device)
+def _labels(model, x: torch.Tensor, target, name: str = "target", predicted_if_none: bool = False) -> torch.Tensor:
+    """One class index per image of ``x`` (:func:`course_lib.inputs.check_targets`), as a tensor;
+    with ``predicted_if_none``, ``target=None`` means the model's predictions."""
+    if target is None and predicted_if_none:
+        return predict(model, x)[0]
+    return torch.tensor(check_targets(target, len(model.class_names), count=len(x), name=name), device=x.device)
 
 
-def cross_entropy(model, y: torch.Tensor, sign: float = 1.0) -> opt.Objective:
-    """``sign * CE(f(x_i), y_i) / N`` per image: the batch-mean cross-entropy, split per image."""
-    return opt.Objective((opt.OUTPUT,), lambda a, x: sign * F.cross_entropy(a[opt.OUTPUT], y, reduction="none") / len(y),
+def cross_entropy(model, target: torch.Tensor, *, sign: float = 1.0) -> opt.Objective:
+    """``sign * CE(f(x_i), t_i) / N`` per image, ``t = target`` (a tensor of class indices, one per
+    image): the batch-mean cross-entropy, split per image."""
+    return opt.Objective((opt.OUTPUT,),
+                         lambda a, x: sign * F.cross_entropy(a[opt.OUTPUT], target, reduction="none") / len(target),
                          f"{'+' if sign > 0 else '-'}CE")
 
 
@@ -57,56 +66,66 @@ def predict(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return labels, conf
 
 
-def fgsm(model, x: torch.Tensor, y, eps: float) -> torch.Tensor:
-    """Untargeted FGSM: ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``; ``y`` = true labels."""
+def fgsm(model, x: torch.Tensor, target=None, *, eps: float) -> torch.Tensor:
+    """Untargeted FGSM: ``clip(x + eps * sign(grad_x CE(f(x), target)), 0, 1)``.
+
+    ``target``: the class whose score the attack lowers, normally the true label (one index, or
+    one per image); None: the class the model predicts for each image. Returns the adversarial
+    images ``x'`` only (an attack: no history)."""
     eps = _check_eps(eps)
     x = check_pixels(x, model=model)
-    y = _labels(model, x, y, "y")
-    return opt.optimize(model, cross_entropy(model, y), opt.PixelImage(x), steps=1, lr=eps, step_rule="sign",
-                        projections=[opt.linf_ball(x, eps)], progress=False)
+    target = _labels(model, x, target, predicted_if_none=True)
+    return opt.optimize(model, cross_entropy(model, target), opt.PixelImage(x), steps=1, lr=eps, step_rule="sign",
+                        projections=[opt.linf_ball(x, eps)], progress=False).image
 
 
-def pgd(model, x: torch.Tensor, y, eps: float, alpha: float | None = None, steps: int = 10,
+def pgd(model, x: torch.Tensor, target=None, *, eps: float, alpha: float | None = None, steps: int = 10,
         targeted: bool = False, progress: bool = False) -> torch.Tensor:
     """Projected gradient descent under ``|x' - x|_inf <= eps`` (no random start).
 
-    ``targeted=False``: ``y`` are the true labels, their loss is ascended. ``targeted=True``:
-    ``y`` are the target labels, their loss is descended. ``alpha`` (default ``eps / 4``)
-    is the step size. Returns ``x'`` in ``[0, 1]``, within budget.
+    ``targeted=False``: ``target`` is the class whose loss is ascended, normally the true label
+    (None: the predicted class). ``targeted=True``: ``target`` is the class to reach (required),
+    its loss is descended. One index, or one per image. ``alpha`` (default ``eps / 4``) is the
+    step size. Returns the adversarial images ``x'`` only (an attack: no history), in ``[0, 1]``,
+    within budget.
     """
     eps = _check_eps(eps)
     alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
     x = check_pixels(x, model=model)
-    y = _labels(model, x, y, "target" if targeted else "y")
-    j = cross_entropy(model, y, sign=-1.0 if targeted else 1.0)
+    if targeted and target is None:
+        raise TypeError("pgd(..., targeted=True) needs target: the class to reach (an int, or one per image)")
+    target = _labels(model, x, target, predicted_if_none=True)
+    j = cross_entropy(model, target, sign=-1.0 if targeted else 1.0)
     return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=alpha, step_rule="sign",
-                        projections=[opt.linf_ball(x, eps)], progress=progress, desc="PGD")
+                        projections=[opt.linf_ball(x, eps)], progress=progress, desc="PGD").image
 
 
-def minimum_perturbation(model, x: torch.Tensor, target, c: float = 0.1, steps: int = 20,
+def minimum_perturbation(model, x: torch.Tensor, target, *, penalty: float = 0.1, steps: int = 20,
                          progress: bool = False) -> torch.Tensor:
     """Szegedy et al.'s targeted attack: ``min_r c |r|_2^2 + CE(f(x + r), target)`` with
-    ``x + r`` in ``[0, 1]``, by L-BFGS on the pixels (as in the paper; the box constraint by
-    clipping after every step). A larger ``c`` (``>= 0``) buys a smaller change at the risk of not
-    reaching the target (the paper searches for the smallest ``c`` that still succeeds). Returns
-    ``x + r``. A batch ``x`` is one L-BFGS run on the sum of the images' (independent) objectives:
-    the same minimum, but one shared line search, so the steps differ from one call per image."""
+    ``x + r`` in ``[0, 1]`` and ``c = penalty``, by L-BFGS on the pixels (as in the paper; the box
+    constraint by clipping after every step). A larger ``penalty`` (``>= 0``) buys a smaller change
+    at the risk of not reaching the target (the paper searches for the smallest ``c`` that still
+    succeeds). ``target``: the class to reach (one index, or one per image). Returns the adversarial
+    images ``x + r`` only: like FGSM and PGD it is an attack, compared with them image for image (no
+    history). A batch ``x`` is one L-BFGS run on the sum of the images' (independent) objectives: the
+    same minimum, but one shared line search, so the steps differ from one call per image."""
     x = check_pixels(x, model=model)
-    c = check_number(c, "c", low=0)
-    t = _labels(model, x, target, "target")
+    penalty = check_number(penalty, "penalty", low=0)
+    t = _labels(model, x, target)
     size_of_r = opt.Objective((), lambda a, img: (img - x).pow(2).flatten(1).sum(1) / len(img), "|r|^2")
-    j = cross_entropy(model, t, sign=-1.0) - c * size_of_r
+    j = cross_entropy(model, t, sign=-1.0) - penalty * size_of_r
     return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=1.0, step_rule="lbfgs",
-                        projections=[opt.clamp_pixels()], progress=progress, desc="min |r|")
+                        projections=[opt.clamp_pixels()], progress=progress, desc="min |r|").image
 
 
-def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int = 10,
+def success_rates(model, x: torch.Tensor, labels, *, epsilons, targets=None, steps: int = 10,
                   batch_size: int = 50, progress: bool = True) -> list[dict]:
-    """Attack success on a set of images, for each budget ``eps`` in ``epsilons``.
+    """Attack success on a set of images ``x`` with true ``labels``, for each budget ``eps`` in ``epsilons``.
 
     Only images the model classifies correctly are attacked (an attack on a mistake means
     nothing). Untargeted: FGSM and PGD, success = the label changes. Targeted (PGD towards
-    ``targets``, default ``(y + 1) mod classes``): success = the target is predicted.
+    ``targets``, default ``(labels + 1) mod classes``): success = the target is predicted.
     Returns one row per eps: ``eps``, ``images`` attacked, ``fgsm``, ``pgd``, ``pgd_targeted``.
     """
     from tqdm.auto import tqdm
@@ -114,7 +133,7 @@ def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int 
     epsilons = [_check_eps(eps, "epsilons") for eps in epsilons]
     batch_size = check_int(batch_size, "batch_size", low=1)
     x = check_pixels(x, model=model)
-    y = _labels(model, x, y, "y")
+    y = _labels(model, x, labels, "labels")
     pred, _ = predict(model, x)
     keep = pred == y
     x, y = x[keep], y[keep]
@@ -125,9 +144,10 @@ def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int 
         hits = {"fgsm": 0, "pgd": 0, "pgd_targeted": 0}
         for s in range(0, len(x), batch_size):
             xb, yb, tb = x[s:s + batch_size], y[s:s + batch_size], targets[s:s + batch_size]
-            hits["fgsm"] += int((predict(model, fgsm(model, xb, yb, eps))[0] != yb).sum())
-            hits["pgd"] += int((predict(model, pgd(model, xb, yb, eps, steps=steps))[0] != yb).sum())
-            hits["pgd_targeted"] += int((predict(model, pgd(model, xb, tb, eps, steps=steps, targeted=True))[0] == tb).sum())
+            hits["fgsm"] += int((predict(model, fgsm(model, xb, yb, eps=eps))[0] != yb).sum())
+            hits["pgd"] += int((predict(model, pgd(model, xb, yb, eps=eps, steps=steps))[0] != yb).sum())
+            reached = predict(model, pgd(model, xb, tb, eps=eps, steps=steps, targeted=True))[0] == tb
+            hits["pgd_targeted"] += int(reached.sum())
         rows.append({"eps": eps, "images": len(x)} | {k: v / max(1, len(x)) for k, v in hits.items()})
     return rows
 
@@ -135,14 +155,15 @@ def success_rates(model, x: torch.Tensor, y, epsilons, targets=None, steps: int 
 # --------------------------------------------------------------------------- universal perturbations
 
 
-def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int = 5, batch_size: int = 32,
+def universal_perturbation(model, images: torch.Tensor, *, xi: float, epochs: int = 5, batch_size: int = 32,
                            lr: float | None = None, seed: int = 0, progress: bool = True) -> torch.Tensor:
     """One perturbation ``v`` ``[1, 3, H, W]``, ``|v|_inf <= xi``, that raises the loss of the
     model's own predictions on as many of ``images`` as possible.
 
     Each step takes a batch of images, ascends ``sum_i CE(f(clip(x_i + v)), f(x_i))`` by a sign
     step of size ``lr`` (default ``xi / 10``) and projects ``v`` back into the budget; ``epochs``
-    (``>= 0``) passes over the shuffled images in batches of ``batch_size`` (``>= 1``).
+    (``>= 0``) passes over the shuffled images in batches of ``batch_size`` (``>= 1``). Returns the
+    perturbation ``v`` only (an attack: no history; each step is a run of its own).
     """
     from tqdm.auto import tqdm
 
@@ -167,18 +188,18 @@ def universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int =
     return param.delta.detach().clone()
 
 
-def cached_universal_perturbation(model, images: torch.Tensor, xi: float, epochs: int = 5, batch_size: int = 32,
+def cached_universal_perturbation(model, images: torch.Tensor, *, xi: float, epochs: int = 5, batch_size: int = 32,
                                   seed: int = 0, progress: bool = True) -> torch.Tensor:
     """:func:`universal_perturbation`, computed once and then read from ``data/cache/results/``
     (:func:`course_lib.cache.remember`: the key covers the model's weights, the images, ``xi``,
     ``epochs``, ``batch_size``, ``seed`` and the library's source)."""
     from .cache import remember
 
-    return remember(universal_perturbation, model, images, xi, epochs=epochs, batch_size=batch_size, seed=seed,
+    return remember(universal_perturbation, model, images, xi=xi, epochs=epochs, batch_size=batch_size, seed=seed,
                     progress=progress)
 
 
-def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, batch_size: int = 100) -> float:
+def fooling_rate(model, images: torch.Tensor, v: torch.Tensor, *, batch_size: int = 100) -> float:
     """The share of ``images`` whose predicted label changes when ``v`` is added (clipped to [0, 1]).
     ``v``: ``[1, 3, H, W]`` (or one per image) in pixel units, values in ``[-1, 1]``
     (:func:`course_lib.inputs.check_perturbation`)."""

@@ -14,11 +14,13 @@ model, editing the library or changing any argument gives another key, so for a 
 ``callback``, ``progress`` or ``every`` only show progress: they are left out of the key, and a call
 answered from the cache shows no progress.
 
-What is kept is the result as plain data: tensors (detached, without attributes such as the
-``.history`` of an optimisation), numbers, strings, ``None``, and lists, tuples and dicts of these;
-the first call returns that same plain form, so a computed and a cached result look alike. Anything
-else (a numpy array, an object) is refused with a TypeError: it could not be read back safely
-(``torch.load(..., weights_only=True)``).
+What is kept is the result as plain data: tensors (detached, without Python attributes), numbers,
+strings, ``None``, lists, tuples and dicts of these, and an optimisation's
+``Optimized(image, history)`` (:class:`course_lib.optimize.Optimized`, its :class:`~course_lib.optimize.History`
+included); the first call returns that same plain form, so a computed and a cached result look
+alike. Anything else (a numpy array, an object) is refused with a TypeError: it could not be read
+back safely (``torch.load(..., weights_only=True)``, which admits only :data:`KEPT_CLASSES` besides
+plain data).
 
 ``COURSE_CACHE=0`` turns the cache off (the browser test does, so that it always computes).
 :mod:`course_lib.neighbors` caches extracted features the same way, under ``data/cache/features``.
@@ -36,9 +38,12 @@ import torch
 from torch import nn
 
 from .data import data_dir
+from .optimize import History, Optimized
 
 PACKAGE = Path(__file__).resolve().parent
 NOT_IN_KEY = ("callback", "progress", "every")
+#: The classes a cached result may hold besides plain data (read back by ``torch.load(..., weights_only=True)``).
+KEPT_CLASSES = (Optimized, History)
 
 
 def enabled() -> bool:
@@ -121,6 +126,10 @@ def plain(value, where: str = "the result"):
         return value.detach()   # a new tensor object: no Python attributes, no autograd graph
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, Optimized):   # before tuple: it is one, and stays an Optimized
+        history = History(plain(value.history.objective, f"{where}.history.objective"),
+                          plain(value.history.evaluations, f"{where}.history.evaluations"))
+        return Optimized(plain(value.image, f"{where}.image"), history)
     if isinstance(value, (list, tuple)):
         items = [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
@@ -141,7 +150,8 @@ def remember(fn, *args, **kwargs):
     path = cache_dir() / f"{fn.__name__}-{key(fn, args, kwargs)[:24]}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            with torch.serialization.safe_globals(list(KEPT_CLASSES)):
+                return torch.load(path, weights_only=True)
         except Exception:   # unreadable (truncated, or from another torch): compute it again
             path.unlink(missing_ok=True)
     result = plain(fn(*args, **kwargs), f"the result of {fn.__name__}")

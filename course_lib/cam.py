@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inputs import check_image, check_int, check_target
-from .models import eval_mode, last_conv_stage, lecture_names, record_activations
+from .layers import architecture, eval_mode, last_conv_stage, record_activations
 
 
 class CAMNotApplicableError(ValueError):
@@ -146,7 +146,7 @@ def gap_and_fc(model: nn.Module, x: torch.Tensor | None = None) -> tuple[nn.Modu
 
 
 @torch.no_grad()
-def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, relu: bool = True,
+def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, *, relu: bool = True,
         size=None) -> torch.Tensor:
     """Class activation map ``M_c(i,j) = sum_k w^c_k A^k(i,j)`` of one image (one forward pass, no backward).
 
@@ -169,18 +169,17 @@ def cam(model: nn.Module, x: torch.Tensor, target: int | None = None, relu: bool
 
 def default_cam_layer(model: nn.Module) -> str:
     """The last convolutional stage's output: the usual Grad-CAM layer (course model: ``relu4_2``, VGG16:
-    ``relu5_3``, ResNet: ``layer4``, ...: :func:`course_lib.models.last_conv_stage`); for another model
-    its last ``nn.Conv2d``."""
-    try:
+    ``relu5_3``, ResNet: ``layer4``, ...: :func:`course_lib.layers.last_conv_stage`, from the model's
+    :class:`course_lib.layers.Architecture`); for a model of another family its last ``nn.Conv2d``."""
+    if architecture(model, None) is not None:
         return last_conv_stage(model)
-    except ValueError:
-        convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            raise ValueError(f"{type(model).__name__} has no conv layer; pass layer= explicitly") from None
-        return convs[-1]
+    convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no conv layer; pass layer= explicitly")
+    return convs[-1]
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target: int | None = None,
+def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None, *, layer: str | None = None,
              relu: bool = True, size=None) -> torch.Tensor:
     """Grad-CAM ``L_c = ReLU(sum_k alpha_k A^k)`` with ``alpha_k = mean_ij dS_c/dA^k(i,j)``.
 
@@ -207,8 +206,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None, target
     return _finish(m, relu, out_size)
 
 
-def guided_grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None,
-                    target: int | None = None) -> torch.Tensor:
+def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None, *,
+                    layer: str | None = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop of ``S_c`` (``[3, H, W]``) times the upsampled Grad-CAM map.
 
     ``x`` and ``target`` as for :func:`grad_cam`."""
@@ -239,7 +238,7 @@ def peak_in_top_region(heatmap: torch.Tensor, reference: torch.Tensor, fraction:
     return bool(reference.flatten()[peak] >= threshold)
 
 
-def agreement_with_occlusion(model: nn.Module, images, fraction: float = 0.2, patch: int = 32,
+def agreement_with_occlusion(model: nn.Module, images, *, fraction: float = 0.2, patch: int = 32,
                              stride: int = 16, progress: bool = True) -> dict[str, float]:
     """How often the CAM peak falls inside the region occlusion marks as most important.
 
@@ -272,17 +271,3 @@ def agreement_with_occlusion(model: nn.Module, images, fraction: float = 0.2, pa
     n = max(len(images), 1)
     return {"cam": hits["cam"] / n, "centre": hits["centre"] / n, "chance": fraction, "images": len(images),
             "method": "CAM" if method is cam else "Grad-CAM"}
-
-
-def show_overlays(image, maps: dict, alpha: float = 0.5, size: float = 2.6):
-    """One row: the image, then each ``{title: [H, W] map}`` overlaid on it. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from .imaging import show_heatmap, show_image
-
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(size * (len(maps) + 1), size))
-    show_image(image, ax=axes[0], title="image")
-    for ax, (title, m) in zip(axes[1:], maps.items()):
-        show_heatmap(image, m.detach().cpu() if isinstance(m, torch.Tensor) else m, alpha=alpha, ax=ax, title=title)
-    fig.tight_layout()
-    return fig

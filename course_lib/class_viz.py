@@ -35,33 +35,35 @@ from .models import mean_colour
 REGULARISERS = ("l2", "jitter", "blur", "clip")
 
 
-def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight: float = 0.1,
+def class_visualization(model, target, *, steps: int = 200, lr: float = 0.02, l2_weight: float = 0.1,
                         jitter: int = 4, blur_every: int = 4, blur_sigma: float = 0.5,
                         norm_percentile: float = 0.0, contribution_percentile: float = 0.0,
                         objective: str = "score", size: int | None = None, seed: int = 0,
-                        callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
+                        callback=None, every: int = 10, progress: bool = True) -> opt.Optimized:
     """``argmax_I S_c(I) - l2_weight * mean(I^2)`` from the mean image, by Adam on the pixels.
 
-    ``c`` is one class index (an int), or a list of them: then one image per class is made in one
-    batch (floats, bools and strings are refused: :func:`course_lib.inputs.check_target`).
+    ``target`` is the class ``c``: one class index (an int), or a list of them: then one image per
+    class is made in one batch (floats, bools and strings are refused: :func:`course_lib.inputs.check_target`).
     ``objective="probability"`` ascends ``log p_c`` instead of ``S_c`` (the lecture's
     counter-example). Set a regulariser's parameter to 0 to switch it off (every weight, count and
-    percentile must be >= 0, percentiles <= 100). Returns the images ``[len(c), 3, size, size]`` in
-    ``[0, 1]`` (``size`` defaults to the model's input size; a size too small for the network is
-    refused with the smallest that fits), in the model's floating type, with ``.history``.
+    percentile must be >= 0, percentiles <= 100). Returns ``Optimized(image, history)``: the images
+    ``[len(target), 3, size, size]`` in ``[0, 1]`` (``size`` defaults to the model's input size; a size
+    too small for the network is refused with the smallest that fits), in the model's floating type,
+    and the :class:`~course_lib.optimize.History` of the run.
     """
     if objective not in ("score", "probability"):
         raise ValueError(f"objective must be 'score' or 'probability', got {objective!r}")
     l2_weight, blur_sigma = check_number(l2_weight, "l2_weight", low=0), check_number(blur_sigma, "blur_sigma", low=0)
     jitter, blur_every = check_int(jitter, "jitter", low=0), check_int(blur_every, "blur_every", low=0)
     size = model.input_size if size is None else check_int(size, "size", low=1)
-    target = opt.class_score(model, c) if objective == "score" else opt.class_probability(model, c)  # checks c
+    # class_score and class_probability both check target
+    ascent = opt.class_score(model, target) if objective == "score" else opt.class_probability(model, target)
     opt.check_fits(model, size)
-    scalar = isinstance(c, (int, np.integer)) or (isinstance(c, torch.Tensor) and c.ndim == 0)
-    n = 1 if scalar else len(c)
+    scalar = isinstance(target, (int, np.integer)) or (isinstance(target, torch.Tensor) and target.ndim == 0)
+    n = 1 if scalar else len(target)
     device = next(model.parameters()).device
     mean = torch.tensor(mean_colour(model), dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
-    j = target - l2_weight * opt.l2(model) if l2_weight else target
+    j = ascent - l2_weight * opt.l2(model) if l2_weight else ascent
     projections = [opt.clamp_pixels()]
     if blur_every and blur_sigma:
         projections.append(opt.blur_every(blur_every, blur_sigma))
@@ -70,7 +72,7 @@ def class_visualization(model, c, steps: int = 200, lr: float = 0.02, l2_weight:
     return opt.optimize(model, j, opt.PixelImage(mean), steps=steps, lr=lr,
                         transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
                         seed=seed, callback=callback, every=every, progress=progress,
-                        desc=f"class {c} ({model.class_names[c]})" if scalar else f"class {c}")
+                        desc=f"class {target} ({model.class_names[target]})" if scalar else f"class {target}")
 
 
 def regulariser_settings(upto: str | None, l2_weight: float = 0.1, jitter: int = 4, blur_every: int = 4,
@@ -117,7 +119,7 @@ def compare_score_and_probability(model, classes, steps: int = 100, progress: bo
     rows = []
     for c in classes:
         for objective in ("score", "probability"):
-            img = class_visualization(model, c, steps=steps, objective=objective, progress=progress, **kwargs)
+            img, _ = class_visualization(model, c, steps=steps, objective=objective, progress=progress, **kwargs)
             s = opt.scores(model, img)[0]
             others = torch.cat([s[:c], s[c + 1:]])
             rows.append({"class": c, "objective": objective, "score": float(s[c]),

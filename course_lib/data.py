@@ -11,6 +11,10 @@ Each asset is found in this order:
 
 Whatever the source, the bytes are checked against the pinned checksum before the
 file is moved (atomically) into the cache; a file that does not match is never used.
+
+For the training commands (:mod:`course_lib.train`, :mod:`course_lib.fast_style`):
+:func:`decode_split` (an Imagenette split as one uint8 tensor, cached) and
+:func:`random_resized_crop` (their augmentation: random crops and flips).
 """
 from __future__ import annotations
 
@@ -420,6 +424,82 @@ def image_from_bytes(content: bytes, size: int | None = None) -> Image.Image:
 
     size = _check_size(size)
     return _shorter_side(_read_rgb(io.BytesIO(bytes(content)), f"the upload ({len(content)} bytes)"), size)
+
+
+# --------------------------------------------------------------------------- training data
+# For the training commands (course_lib.train, course_lib.fast_style). torch is imported inside
+# the functions: fetching and checking the data runs without it.
+
+def decode_split(split: str, cache_dir: Path):
+    """All images of an Imagenette split as a uint8 tensor ``[N, 3, 224, 224]`` and their labels ``[N]``.
+
+    Decoded once and kept in ``cache_dir`` (``imagenette_<split>_224.npz``): later calls read that
+    file. Images of another size (the network copy is 160 px) are resized to 224 x 224.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    path = cache_dir / f"imagenette_{split}_224.npz"
+    if path.exists():
+        z = np.load(path)
+        return torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
+    ds = imagenette(split)
+    x = np.empty((len(ds), 3, 224, 224), dtype=np.uint8)
+    for i in tqdm(range(len(ds)), desc=f"decode {split}", unit="img"):
+        img, _ = ds[i]
+        if img.size != (224, 224):
+            img = img.resize((224, 224), Image.BILINEAR)
+        x[i] = np.asarray(img).transpose(2, 0, 1)
+    y = np.asarray(ds.targets, dtype=np.int64)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, x=x, y=y)
+    tmp.replace(path)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+#: The range of the crop's area (a share of the image) drawn by :func:`random_resized_crop`: the
+#: main training schedule's, and the gentler one of the FixRes stage and of fast style transfer.
+CROP_SCALE, FIXRES_CROP_SCALE = (0.25, 1.0), (0.64, 1.0)
+
+
+def random_resized_crop(x, size: int, gen, scale=CROP_SCALE, ratio=(3 / 4, 4 / 3)):
+    """A random crop of each image, resized to ``size x size`` and flipped left-right with probability 1/2.
+
+    For float images ``x`` ``[N, 3, H, W]``, each crop is drawn from the generator ``gen``:
+
+        area a ~ U(scale),  aspect ratio r = exp(u), u ~ U(log ratio)
+        width = sqrt(a r),  height = sqrt(a / r)      (shares of the image's sides, at most 1)
+        centre: uniform over the positions that keep the crop inside the image
+
+    The batch is first resized (antialiased) to ``1.25 size``, so the crop never aliases much, then
+    every crop is sampled (bilinear) through one affine grid. Returns ``[N, 3, size, size]``;
+    ``x`` is not modified.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    src = round(size * 1.25)
+    x = F.interpolate(x, size=(src, src), mode="bilinear", antialias=True, align_corners=False)
+    area = torch.empty(n).uniform_(*scale, generator=gen)
+    logr = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    r = torch.exp(logr)
+    sw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
+    sh = torch.sqrt(area / r).clamp(max=1.0)
+    tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sw)
+    ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sh)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sw * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sh
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta.to(x.device), [n, 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def fetch(names=None) -> None:

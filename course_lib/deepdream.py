@@ -32,31 +32,31 @@ def octave_sizes(size, octaves: int, scale: float) -> list[tuple[int, int]]:
     return [(max(8, round(h / scale ** k)), max(8, round(w / scale ** k))) for k in range(octaves - 1, -1, -1)]
 
 
-def deepdream(model, image: torch.Tensor, layer: str, channel: int | None = None, octaves: int = 3,
+def deepdream(model, x: torch.Tensor, *, layer: str, channel: int | None = None, octaves: int = 3,
               octave_scale: float = 1.4, steps: int = 10, lr: float = 0.01, jitter: int = 8, seed: int = 0,
-              callback=None, progress: bool = True) -> torch.Tensor:
-    """DeepDream ``image`` (``[1, 3, H, W]`` pixels in [0, 1]) at ``layer`` (one ``channel``, or all).
+              callback=None, progress: bool = True) -> opt.Optimized:
+    """DeepDream the image ``x`` (``[1, 3, H, W]`` pixels in [0, 1]) at ``layer`` (one ``channel``, or all).
 
-    ``steps`` normalised gradient steps of size ``lr`` per octave. Returns the dreamed image
-    (same size), with ``.history`` of the last octave. One image only: a batch is refused (the
-    normalised step would couple its images); loop over ``x[i:i + 1]``. ``octaves >= 1``,
+    ``steps`` normalised gradient steps of size ``lr`` per octave. Returns ``Optimized(image, history)``:
+    the dreamed image (same size) and the :class:`~course_lib.optimize.History` of the last octave.
+    One image only: a batch is refused (the normalised step would couple its images); loop over
+    ``x[i:i + 1]``. ``octaves >= 1``,
     ``octave_scale > 1``; the smallest octave must fit the network (else the error names the smallest size).
     """
-    image = check_pixels(image, model=model, batch=False)
+    x = check_pixels(x, model=model, batch=False)
     jitter = check_int(jitter, "jitter", low=0)
-    objective = opt.layer_l2(model, layer, channel)
-    sizes = octave_sizes(image.shape[-2:], octaves, octave_scale)
+    objective = opt.layer_l2(model, layer=layer, channel=channel)
+    sizes = octave_sizes(x.shape[-2:], octaves, octave_scale)
     smallest = "image" if octaves == 1 else f"the smallest octave ({octaves} octaves, octave_scale {octave_scale:g})"
     opt.check_fits(model, sizes[0], objective.layers, smallest, "use a larger image, fewer octaves or a smaller octave_scale")
-    detail = torch.zeros(1, 3, *sizes[0]).to(image)
-    out = image
+    detail = torch.zeros(1, 3, *sizes[0]).to(x)
     for k, size in enumerate(sizes):
-        base = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+        base = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
         start = (base + detail).clamp(0, 1)
         out = opt.optimize(model, objective, opt.PixelImage(start), steps=steps, lr=lr, step_rule="normalized",
                            transforms=[opt.jitter(jitter)] if jitter else [], projections=[opt.clamp_pixels()],
                            seed=seed + k, progress=progress, desc=f"octave {k + 1}/{len(sizes)} {size[0]}x{size[1]}",
-                           callback=None if callback is None else (lambda s, x, j, k=k: callback(k, s, x, j)))
-        detail = out - base
+                           callback=None if callback is None else (lambda s, img, j, k=k: callback(k, s, img, j)))
+        detail = out.image - base
     return out

@@ -49,9 +49,11 @@ from torch import nn
 
 from . import data as cdata
 from . import optimize as opt
+from . import records
 from . import style as st
 from .inputs import check_int, check_number, check_pixels
-from .models import DATA_DIR, eval_mode
+from .layers import eval_mode
+from .models import DATA_DIR
 from .timing import cpu_name, has_bf16_units, resolve_precision
 
 #: The shipped networks live here: ``<style>_<norm>[_compact].pt`` and a JSON record beside each.
@@ -62,6 +64,7 @@ NORMS = ("instance", "batch")
 VARIANTS = {"full": ((32, 64, 128), 5), "compact": ((16, 32, 64), 3)}
 #: What a network's JSON record must hold for :func:`load_fast_style`.
 RECORD_KEYS = ("style", "norm", "variant", "channels", "residual_blocks", "weights_sha256")
+_RESTORE = "restore it from the repository, or retrain the network (python -m course_lib.fast_style train)"
 
 
 # --------------------------------------------------------------------------- the network
@@ -204,7 +207,7 @@ def upsampling_taps(kind: str, size: int = 8) -> torch.Tensor:
 # --------------------------------------------------------------------------- the losses
 
 
-def perceptual_loss(loss_model, style_image: torch.Tensor, style_weight: float, tv_weight: float,
+def perceptual_loss(loss_model, style_image: torch.Tensor, *, style_weight: float, tv_weight: float,
                     layers=None, content_layer: str | None = None) -> opt.Objective:
     """``J = -(L_content + beta L_style + gamma L_TV)`` for a batch ``[y; c]`` of ``n`` stylised
     images followed by their ``n`` photos (what :class:`Stylised` produces), one value per image:
@@ -216,7 +219,7 @@ def perceptual_loss(loss_model, style_image: torch.Tensor, style_weight: float, 
     """
     style_weight, tv_weight = st._weights(style_weight, tv_weight)
     layers, content_layer = st.resolve_layers(loss_model, layers, content_layer)
-    style_term = st.style_loss(st.style_targets(loss_model, style_image, layers))
+    style_term = st.style_loss(st.style_targets(loss_model, style_image, layers=layers))
     tv = opt.total_variation()
 
     def f(a, x):
@@ -239,8 +242,6 @@ def photo_batches(photos_u8: torch.Tensor, size: int, batch_size: int, seed: int
     64% of the area) and flip, are drawn from a generator seeded by ``(seed, k)``: batch ``k`` is
     the same whenever it is asked for, so a resumed run sees exactly the photos it would have seen.
     """
-    from .train import FIXRES_CROP_SCALE, random_resized_crop
-
     if photos_u8.dtype != torch.uint8 or photos_u8.ndim != 4 or photos_u8.shape[1] != 3 or not len(photos_u8):
         raise ValueError(f"photos must be uint8 [N, 3, H, W], N >= 1, got {photos_u8.dtype} {list(photos_u8.shape)}")
     size, batch_size = check_int(size, "size", low=5), check_int(batch_size, "batch_size", low=1)
@@ -249,7 +250,8 @@ def photo_batches(photos_u8: torch.Tensor, size: int, batch_size: int, seed: int
     def batch(k: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed * 1_000_003 + k)
         idx = torch.randint(len(photos_u8), (batch_size,), generator=g)
-        return random_resized_crop(photos_u8[idx].float() / 255, size, g, scale=FIXRES_CROP_SCALE).clamp(0, 1)
+        crops = cdata.random_resized_crop(photos_u8[idx].float() / 255, size, g, scale=cdata.FIXRES_CROP_SCALE)
+        return crops.clamp(0, 1)
 
     return batch
 
@@ -313,7 +315,7 @@ def train(net: TransformerNet, loss_model, style_image: torch.Tensor, photos: Ca
     steps, every = check_int(steps, "steps", low=0), check_int(every, "every", low=1)
     lr = check_number(lr, "lr", low=0, hint="Adam's step size")
     device = next(net.parameters()).device
-    objective = perceptual_loss(loss_model, style_image.to(device), style_weight, tv_weight)
+    objective = perceptual_loss(loss_model, style_image.to(device), style_weight=style_weight, tv_weight=tv_weight)
     adam = torch.optim.Adam(net.parameters(), lr=lr)
     losses: list[float] = []
     if checkpoint is not None and Path(checkpoint).exists():
@@ -329,9 +331,9 @@ def train(net: TransformerNet, loss_model, style_image: torch.Tensor, photos: Ca
                   disable=not progress) as bar:
             while len(losses) < steps:
                 n = min(every, steps - len(losses))
-                out = opt.optimize(loss_model, objective, param, steps=n, step_rule=adam,
-                                   projections=[next_batch], progress=False)
-                losses += [-j / (out.shape[0] // 2) for j in out.history.objective]
+                images, history = opt.optimize(loss_model, objective, param, steps=n, step_rule=adam,
+                                               projections=[next_batch], progress=False)
+                losses += [-j / (images.shape[0] // 2) for j in history.objective]
                 bar.update(n)
                 bar.set_postfix(loss=f"{sum(losses[-n:]) / n:.3f}")
                 if checkpoint is not None:
@@ -365,19 +367,9 @@ def weights_path(style: str, norm: str = "instance", variant: str = "full", fold
 
 
 def read_record(path: Path) -> dict:
-    """The JSON record of a shipped network. A file that is not JSON, not an object, or lacks one of
-    :data:`RECORD_KEYS` raises a :class:`course_lib.data.DataError` naming the file (and the keys)."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise cdata.DataError(f"{path} is not valid JSON ({err}): restore it from the repository") from None
-    if not isinstance(record, dict):
-        raise cdata.DataError(f"{path} must hold a JSON object (a network's record), got {type(record).__name__}")
-    missing = [key for key in RECORD_KEYS if key not in record]
-    if missing:
-        raise cdata.DataError(f"{path} is incomplete: it lacks the key(s) {', '.join(missing)}; restore it from the "
-                              f"repository, or retrain the network (python -m course_lib.fast_style train)")
-    return record
+    """The JSON record of a shipped network. A file that is missing, not JSON, not an object, or lacks one
+    of :data:`RECORD_KEYS` raises a :class:`course_lib.data.DataError` naming the file (and the keys)."""
+    return records.read_record(path, RECORD_KEYS, _RESTORE)
 
 
 def available(folder: Path = FAST_STYLE_DIR) -> list[dict]:
@@ -396,15 +388,9 @@ def load_fast_style(style: str, norm: str = "instance", variant: str = "full", f
         listing = "; ".join(f"{s} ({n}{'' if v == 'full' else ', ' + v})" for s, n, v in have) or "none"
         raise ValueError(f"no fast-style network for style={style!r}, norm={norm!r}, variant={variant!r}. "
                          f"Shipped: {listing}. Train one with: python -m course_lib.fast_style train --style {style}")
-    record = read_record(record_path)
-    if not path.exists():
-        raise cdata.DataError(f"{path} is missing (its record {record_path.name} is there): restore it from the repository")
-    actual = cdata.sha256_of(path)
-    if actual != record["weights_sha256"]:
-        raise cdata.ChecksumError(f"{path} is corrupt or was replaced: sha256 {actual}, expected "
-                                  f"{record['weights_sha256']} (from {record_path.name})")
+    state, record = records.load_weights(path, RECORD_KEYS, _RESTORE)
     net = TransformerNet(record["norm"], record["channels"], record["residual_blocks"])
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.load_state_dict(state)
     return net.to(device or "cpu").eval()
 
 
@@ -446,7 +432,6 @@ def _style_image(name: str, size: int) -> torch.Tensor:
 
 def main(argv=None):
     from .models import load_model
-    from .train import decode_split
 
     p = argparse.ArgumentParser(prog="python -m course_lib.fast_style", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -478,7 +463,7 @@ def main(argv=None):
     args.precision = resolve_precision(args.precision, device)
     style_image = _style_image(args.style, args.size)
     loss_model = load_model(args.loss_model, device=device)
-    photos_u8, _ = decode_split("train", cdata.data_dir() / "cache")
+    photos_u8, _ = cdata.decode_split("train", cdata.data_dir() / "cache")
     net = make_net(args.norm, args.variant, args.seed).to(device).to(memory_format=torch.channels_last)
     name = weights_path(args.style, args.norm, args.variant, args.out).stem
     ckpt = cdata.data_dir() / "cache" / f"fast_style_{name}_checkpoint.pt"

@@ -38,7 +38,7 @@ def tiny_net(seed: int = 0, input_size: int = 64, widths=((8,), (8,), (8, 8), (1
     Same structure and lecture names as the course model (``conv1_1`` ... ``relu4_2``, ``gap``,
     ``fc``); ``widths`` gives the channels of each block's convolutions.
     """
-    from .models import CourseNet, _prepare
+    from .models import CourseNet, prepare_model
 
     gen_state = torch.random.get_rng_state()
     try:
@@ -46,7 +46,7 @@ def tiny_net(seed: int = 0, input_size: int = 64, widths=((8,), (8,), (8, 8), (1
         net = CourseNet(num_classes=num_classes, blocks=tuple(tuple(b) for b in widths))
     finally:
         torch.random.set_rng_state(gen_state)
-    return _prepare(net, [f"class {i}" for i in range(num_classes)], input_size, IMAGENET_MEAN, IMAGENET_STD, None)
+    return prepare_model(net, [f"class {i}" for i in range(num_classes)], input_size, IMAGENET_MEAN, IMAGENET_STD)
 
 
 class FeatureNet(nn.Module):

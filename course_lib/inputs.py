@@ -58,6 +58,16 @@ def model_dtype(model) -> torch.dtype | None:
     return None
 
 
+def model_device(model) -> torch.device | None:
+    """The device of ``model``'s weights (None for no model or a model without any:
+    ``x.to(model_device(model))`` then leaves ``x`` where it is)."""
+    if model is None:
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return None
+
+
 def check_model_dtype(model, x: torch.Tensor, name: str = "image") -> None:
     """Raise a ``TypeError`` unless the floating tensor ``x`` has the type of ``model``'s weights
     (instead of torch's "Input type (double) and bias type (float) should be the same")."""
@@ -197,6 +207,18 @@ def check_channel(channel, n: int, layer: str) -> int:
     return check_index(channel, n, "channel", f"layer {layer!r} has {n} channels", "channels")
 
 
+def check_position(position, spatial: tuple, layer: str) -> tuple[int, ...]:
+    """A unit's ``(row, col)`` inside ``layer``'s output of size ``spatial`` (``(h, w)``), as a tuple of ints."""
+    try:
+        where = tuple(check_int(p, "position") for p in position)
+    except TypeError:
+        raise TypeError(f"position must be a (row, col) tuple of ints, got {position!r}") from None
+    if len(where) != len(spatial) or not all(0 <= p < n for p, n in zip(where, spatial)):
+        raise ValueError(f"position {position!r} is outside layer {layer!r}'s "
+                         f"{' x '.join(map(str, spatial)) or 'non-spatial'} output")
+    return where
+
+
 def check_target(target, num_classes: int | None, *, name: str = "target", allow_none: bool = True) -> int | None:
     """A class index: ``target`` as an ``int`` in ``0 .. num_classes - 1`` (``None`` stays ``None``
     when ``allow_none``: "the predicted class").
@@ -211,8 +233,9 @@ def check_target(target, num_classes: int | None, *, name: str = "target", allow
             return None
         raise TypeError(f"{name} is required: give a class index (an int)")
     if isinstance(target, str):
-        raise TypeError(f"{name} must be a class index (an int), got the string {target!r}; "
-                        f"find a class name's index with model.class_names.index(name)")
+        raise TypeError(f"{name} must be a class index (an int), got the string {target!r}; find a class "
+                        f"name's index with model.class_names.index(name). A layer is passed by keyword, "
+                        f"after the class: f(model, x, target, layer={target!r})")
     kind = "a class index (an int)"
     if num_classes is None:
         return check_int(target, name, what=kind)
@@ -273,6 +296,6 @@ def check_size(size, name: str = "size") -> tuple[int, int]:
     return s, s
 
 
-__all__ = ["check_image", "check_pixels", "check_pixel_range", "check_model_dtype", "model_dtype",
+__all__ = ["check_image", "check_pixels", "check_pixel_range", "check_model_dtype", "model_dtype", "model_device",
            "check_perturbation", "check_int", "check_index", "check_channel", "check_target", "check_targets",
            "check_number", "check_size"]

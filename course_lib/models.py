@@ -18,20 +18,22 @@ course needs as attributes:
 Every model takes **pixels**: ``[N, 3, H, W]`` in ``[0, 1]``. Its first module, ``normalize``
 (a :class:`Normalize`, visible in ``print(model)``), computes ``(x - mean) / std`` per colour
 channel, so gradients, baselines and budgets are all per pixel. Bring your own network with
-``with_normalization(net, mean, std)``.
+``with_normalization(net, mean, std)`` and ``prepare_model``.
+
+Finding and looking inside a model's layers (lecture names, hooks, the table of model families) is
+:mod:`course_lib.layers`'s job; running a model on images is :mod:`course_lib.predict`'s.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .inputs import check_int
+from .layers import lecture_names
+from .records import load_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +54,8 @@ COURSE_INPUT_SIZE = 128
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 COURSE_WEIGHTS = DATA_DIR / "course_model.pt"
 COURSE_RECORD = DATA_DIR / "course_model.json"
+#: What the course model's JSON record must hold (besides its weights' sha256) for :func:`load_course_model`.
+COURSE_RECORD_KEYS = ("classes", "blocks", "input_size", "mean", "std")
 
 
 class BlurMaxPool2d(nn.Module):
@@ -271,155 +275,6 @@ def fold_batch_norm(model: CourseNet) -> CourseNet:
     return plain.eval()
 
 
-# --------------------------------------------------------------------------- lecture names
-
-def lecture_names(model: nn.Module) -> "OrderedDict[str, str]":
-    """Map lecture layer names to module paths.
-
-    * the course model: ``conv1_1 -> features.conv1_1`` ... and ``fc -> fc``;
-    * VGG: ``conv{block}_{i}``, ``relu{block}_{i}``, ``pool{block}`` in ``features``
-      (a block ends at each max-pool), ``fc6, relu6, drop6, fc7, relu7, drop7, fc8``
-      in ``classifier``;
-    * AlexNet: ``conv1..conv5``, ``relu1..relu5``, ``pool1, pool2, pool5``, then as VGG;
-    * ResNet: the stem ``conv1, bn1, relu1, pool1``, the four stages ``layer1..layer4`` (each the
-      output of its last residual block), ``gap`` (global average pooling) and ``fc``;
-    * SqueezeNet: ``conv1, relu1, pool1``, the Fire modules ``fire2..fire9`` with the pools
-      between them named after the module before (``pool3``, ``pool5``: v1.1's places), then
-      the classifier's 1x1 ``conv10, relu10`` and ``gap`` (its class scores: no ``fc``).
-
-    Every model with a linear classifier also gets ``fc`` for the layer that outputs the class scores,
-    and every model that takes pixels (:class:`Normalize` first) gets ``normalize`` first.
-    """
-    names: "OrderedDict[str, str]" = OrderedDict()
-    if isinstance(getattr(model, "normalize", None), Normalize):
-        names["normalize"] = "normalize"
-    if isinstance(model, CourseNet):
-        for n, _ in model.features.named_children():
-            names[n] = f"features.{n}"
-        names["gap"] = "gap"
-        names["fc"] = "fc"
-        return names
-    features = getattr(model, "features", None)
-    classifier = getattr(model, "classifier", None)
-    kind = type(model).__name__
-    if kind in ("VGG", "AlexNet") and isinstance(features, nn.Sequential):
-        block, i, n_conv = 1, 0, 0
-        last_relu_tag = ""
-        for idx, m in features.named_children():
-            if isinstance(m, nn.Conv2d):
-                i += 1
-                n_conv += 1
-                tag = f"{block}_{i}" if kind == "VGG" else f"{n_conv}"
-                names[f"conv{tag}"] = f"features.{idx}"
-                last_relu_tag = tag
-            elif isinstance(m, nn.ReLU):
-                names[f"relu{last_relu_tag}"] = f"features.{idx}"
-            elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):  # average: style.with_average_pooling's copies
-                tag = block if kind == "VGG" else n_conv
-                names[f"pool{tag}"] = f"features.{idx}"
-                block, i = block + 1, 0
-        if isinstance(classifier, nn.Sequential):
-            n = 6
-            for idx, m in classifier.named_children():
-                if isinstance(m, nn.Linear):
-                    names[f"fc{n}"] = f"classifier.{idx}"
-                    last = f"classifier.{idx}"
-                elif isinstance(m, nn.ReLU):
-                    names[f"relu{n}"] = f"classifier.{idx}"
-                elif isinstance(m, nn.Dropout):
-                    names[f"drop{n}"] = f"classifier.{idx}"
-                if isinstance(m, (nn.ReLU,)):
-                    n += 1
-            names["fc"] = last
-    elif kind == "ResNet":
-        names.update(conv1="conv1", bn1="bn1", relu1="relu", pool1="maxpool")
-        names.update((f"layer{i}", f"layer{i}") for i in range(1, 5))
-        names.update(gap="avgpool", fc="fc")
-    elif kind == "SqueezeNet":
-        n = 1
-        for idx, m in features.named_children():
-            if isinstance(m, nn.Conv2d):
-                names["conv1"] = f"features.{idx}"
-            elif isinstance(m, nn.ReLU):
-                names["relu1"] = f"features.{idx}"
-            elif isinstance(m, nn.MaxPool2d):
-                names[f"pool{n}"] = f"features.{idx}"
-            else:                                      # a Fire module
-                n += 1
-                names[f"fire{n}"] = f"features.{idx}"
-        names.update(conv10="classifier.1", relu10="classifier.2", gap="classifier.3")
-    return names
-
-
-def conv_layers(model: nn.Module) -> list[str]:
-    """Names of the model's convolution layers, in order: lecture names (``conv1_1``, ...) where
-    they name every convolution (course model, VGG, AlexNet), else module paths (``layer1.0.conv1``)."""
-    convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    named = [n for n, path in lecture_names(model).items() if path in convs]
-    return named if len(named) == len(convs) else convs
-
-
-def feature_layers(model: nn.Module) -> list[str]:
-    """The layers whose outputs are feature maps ``[N, K, h, w]`` worth picking for a method, in
-    depth order: every ReLU and pool of the convolutional part (course model, VGG, AlexNet), the
-    stem and the four stages of a ResNet, the stem and the Fire modules of a SqueezeNet. Layers
-    after the last of them see the whole image (global pooling, the classifier)."""
-    layers = [n for n, path in lecture_names(model).items()
-              if n.startswith(("relu", "pool", "fire", "layer")) and not path.startswith("classifier")]
-    if not layers:
-        raise ValueError(f"{type(model).__name__}: no known feature layers (the course model, VGG, AlexNet, "
-                         f"ResNet and SqueezeNet have them); pass layer names or module paths yourself")
-    return layers
-
-
-def conv_stages(model: nn.Module) -> list[str]:
-    """The :func:`feature_layers` that are not pools: the outputs of the conv stages, input to output."""
-    return [n for n in feature_layers(model) if not n.startswith("pool")]
-
-
-def unit_layers(model: nn.Module) -> list[str]:
-    """Layers to look at units in: the convolutions where lecture names name them all (course model,
-    VGG, AlexNet: ``conv1_1 ...``), else the :func:`conv_stages` (ResNet, SqueezeNet: a block's
-    inner convolutions are not on one chain from the input)."""
-    convs = conv_layers(model)
-    return convs if set(convs) <= set(lecture_names(model)) else conv_stages(model)
-
-
-def last_conv_stage(model: nn.Module) -> str:
-    """The last of the :func:`conv_stages`: the output of the last conv stage (course model:
-    ``relu4_2``, VGG16: ``relu5_3``, AlexNet: ``relu5``, ResNet: ``layer4``, SqueezeNet: ``fire9``).
-    Grad-CAM, DeepDream and the deepest patches default to it."""
-    return conv_stages(model)[-1]
-
-
-def spread_layers(model: nn.Module, k: int = 3) -> list[str]:
-    """``k`` conv-stage outputs spread over the depth: the last of each k-th of the
-    :func:`conv_stages` (course model: ``relu2_1, relu3_2, relu4_2``; VGG16: ``relu2_2, relu4_2,
-    relu5_3``; ResNet: ``layer1, layer2, layer4``), ending with :func:`last_conv_stage`."""
-    stages = conv_stages(model)
-    k = min(check_int(k, "k", low=1), len(stages))
-    return [stages[round(len(stages) * (i + 1) / k) - 1] for i in range(k)]
-
-
-def layer_paths(model: nn.Module) -> list[str]:
-    """Every valid name for :func:`get_layer`: lecture names first, then all module paths."""
-    paths = [p for p, _ in model.named_modules() if p]
-    return list(lecture_names(model)) + paths
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name``: a lecture name (``"conv5_3"``, ``"relu4_2"``, ``"pool3"``,
-    ``"fc"``) or a plain module path (``"features.28"``, ``"layer4.1.conv2"``)."""
-    if not isinstance(name, str):
-        raise TypeError(f"layer name must be a string, not {type(name).__name__}")
-    path = lecture_names(model).get(name, name)
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        valid = layer_paths(model)
-        raise KeyError(f"{type(model).__name__} has no layer {name!r}. Valid names: {', '.join(valid)}") from None
-
-
 # --------------------------------------------------------------------------- loading
 
 TORCHVISION_MODELS = ("vgg16", "vgg19", "resnet18", "squeezenet1_1", "alexnet")
@@ -430,8 +285,13 @@ class ModelUnavailableError(RuntimeError):
     """Weights for a model could not be found or downloaded."""
 
 
-def _prepare(model: nn.Module, class_names, input_size, mean, std, device) -> nn.Module:
-    """Eval mode, frozen parameters, and the attributes the course relies on."""
+def prepare_model(model: nn.Module, class_names, input_size, mean, std, device=None) -> nn.Module:
+    """``model`` made ready for the course, in place, and returned: eval mode, frozen parameters, moved
+    to ``device`` (if given), and the attributes every course function relies on: ``class_names``,
+    ``input_size`` (the side of the square input it was trained at), ``mean`` and ``std`` (the
+    statistics its :class:`Normalize` layer uses) and ``layer_names`` (:func:`course_lib.layers.lecture_names`).
+    :func:`load_model` does this to every model; do it to your own (after :func:`with_normalization`
+    if it was trained on normalised images)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -454,24 +314,19 @@ def load_course_model(weights: Path | str = COURSE_WEIGHTS, device=None) -> Cour
             f"the course model's weights are missing ({weights} and {record_path.name}). "
             f"They ship with the repository; restore them with `git checkout -- data/` or retrain "
             f"them with `python -m course_lib.train`.")
-    record = json.loads(record_path.read_text())
-    from .data import ChecksumError, sha256_of
-    actual = sha256_of(weights)
-    if actual != record["weights_sha256"]:
-        raise ChecksumError(
-            f"{weights} is corrupt or was replaced: sha256 {actual}, expected {record['weights_sha256']} "
-            f"(from {record_path.name}). Restore it with `git checkout -- {weights.name}` or retrain.")
+    state, record = load_weights(weights, COURSE_RECORD_KEYS, fix=f"restore it with `git checkout -- data/` "
+                                                                 f"or retrain with `python -m course_lib.train`")
     # records written before the first conv and the pooling were configurable: 5x5/2 conv, max-pooling
     model = CourseNet(num_classes=len(record["classes"]), blocks=tuple(tuple(b) for b in record["blocks"]),
                       conv1=record.get("conv1", (5, 2, 2)), pool=record.get("pool", "max"),
                       mean=record["mean"], std=record["std"])          # the statistics it was trained with
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     model.record = record
     # channels-last weights: every conv, pool and ReLU then runs in the NHWC layout, PyTorch's
     # faster CPU path for this network (1.4x for one image; 2x with anti-aliased pooling).
     # Inputs can stay ordinary [N, C, H, W] tensors; only the memory order of activations changes.
     model.to(memory_format=torch.channels_last)
-    return _prepare(model, record["classes"], record["input_size"], record["mean"], record["std"], device)
+    return prepare_model(model, record["classes"], record["input_size"], record["mean"], record["std"], device)
 
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
@@ -526,7 +381,7 @@ def load_torchvision_model(name: str, device=None) -> nn.Module:
                 f"put it in {folder} (set TORCH_HOME to use another cache folder).") from err
     meta = weights.meta
     with_normalization(model, IMAGENET_MEAN, IMAGENET_STD)
-    return _prepare(model, meta["categories"], 224, IMAGENET_MEAN, IMAGENET_STD, device)
+    return prepare_model(model, meta["categories"], 224, IMAGENET_MEAN, IMAGENET_STD, device)
 
 
 def load_model(name: str = "course", device=None) -> nn.Module:
@@ -541,123 +396,3 @@ def load_model(name: str = "course", device=None) -> nn.Module:
     if name in TORCHVISION_MODELS:
         return load_torchvision_model(name, device=device)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-
-
-# --------------------------------------------------------------------------- looking inside
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode for the block; afterwards restore every module's training flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
-class record_activations:
-    """Context manager that records the outputs of named layers during forward passes.
-
-        with record_activations(model, ["conv1_1", "fc"]) as acts:
-            model(x)
-        acts["conv1_1"]   # tensor [N, C, H, W]
-
-    A module that runs more than once in one forward pass (ResNet's ``BasicBlock.relu``, applied
-    inside the block and again after the skip connection) is recorded at its **first** call; each
-    new pass through ``model`` records afresh. The hooks are removed when the block ends, even if it
-    raises.
-    """
-
-    def __init__(self, model: nn.Module, names, detach: bool = True):
-        self.model, self.names, self.detach = model, list(names), detach
-        self.activations: dict[str, torch.Tensor] = {}
-        self._handles = []
-        self._seen: set[str] = set()   # the layers already recorded in this forward pass
-
-    def __enter__(self):
-        layers = [get_layer(self.model, name) for name in self.names]   # a KeyError naming the valid layers first
-        self._handles.append(self.model.register_forward_pre_hook(lambda *_: self._seen.clear()))
-        for name, layer in zip(self.names, layers):
-
-            def hook(_m, _inp, out, name=name):
-                if name in self._seen:
-                    return None
-                self._seen.add(name)
-                # A following in-place ReLU would overwrite ``out``: keep a copy (detached),
-                # or keep ``out`` with its graph and hand the network a copy to modify.
-                if self.detach:
-                    self.activations[name] = out.detach().clone()
-                    return None
-                self.activations[name] = out
-                return out.clone()
-
-            self._handles.append(layer.register_forward_hook(hook))
-        return self.activations
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        return False
-
-
-def layer_table(model: nn.Module, input_size: int | None = None) -> list[dict]:
-    """One row per lecture layer: name, type, output shape (for one input image) and parameter count."""
-    size = input_size or getattr(model, "input_size", 224)
-    names = [n for n in lecture_names(model)] or [p for p, m in model.named_modules() if p and not list(m.children())]
-    device = next(model.parameters()).device
-    with torch.no_grad(), record_activations(model, names) as acts:
-        model(torch.zeros(1, 3, size, size, device=device))
-    rows = []
-    for n in names:
-        m = get_layer(model, n)
-        rows.append({"name": n, "type": type(m).__name__, "output": tuple(acts[n].shape[1:]),
-                     "params": sum(p.numel() for p in m.parameters(recurse=False))})
-    return rows
-
-
-@torch.no_grad()
-def predict_dataset(model: nn.Module, dataset, indices=None, batch_size: int = 64,
-                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class scores for the images ``dataset[i]`` (PIL image, label) for ``i`` in ``indices`` (default: all).
-
-    Returns ``(logits [N, classes], labels [N])``, batched, with a progress bar. The model runs
-    in eval mode (dropout off, batch norm with its running statistics); afterwards every
-    submodule gets its own training flag back.
-    """
-    from tqdm.auto import tqdm
-
-    from .imaging import preprocess
-
-    batch_size = check_int(batch_size, "batch_size", low=1)
-    idx = list(range(len(dataset))) if indices is None else list(indices)
-    logits, labels = [], []
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        for s in tqdm(range(0, len(idx), batch_size), desc="predict", disable=not progress, unit="batch"):
-            batch = [dataset[i] for i in idx[s:s + batch_size]]
-            x = torch.cat([preprocess(img, model) for img, _ in batch]).to(device)
-            logits.append(model(x).cpu())
-            labels += [y for _, y in batch]
-    return torch.cat(logits), torch.tensor(labels)
-
-
-@torch.no_grad()
-def classify(model: nn.Module, image, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` most probable classes of one image: ``[(class name, softmax probability), ...]``.
-
-    ``image``: anything :func:`course_lib.imaging.preprocess` takes (an RGB PIL image, an
-    ``H x W x 3`` array, a ``[3, H, W]`` tensor of pixels in [0, 1]); ``k``: an int >= 1 (all
-    classes if the model has fewer). The model runs in eval mode, so the answer does not
-    change from call to call; afterwards every submodule gets its own training flag back.
-    """
-    from .imaging import preprocess
-
-    k = check_int(k, "k", low=1)
-    x = preprocess(image, model)
-    with eval_mode(model):
-        probs = torch.softmax(model(x), dim=1)[0]
-    top = probs.topk(min(k, probs.numel()))
-    return [(model.class_names[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]

@@ -41,7 +41,7 @@ from .cache import weights_hash
 from .data import data_dir
 from .imaging import fit_to_square, to_tensor
 from .inputs import check_image, check_int
-from .models import eval_mode, get_layer, lecture_names
+from .layers import architecture, eval_mode, get_layer
 
 METRICS = ("euclidean", "cosine")
 
@@ -49,16 +49,14 @@ METRICS = ("euclidean", "cosine")
 # --------------------------------------------------------------------------- features of a batch
 
 def classifier_layer(model: nn.Module) -> str:
-    """Name of the model's final classifier layer: ``"fc"`` when it has that lecture name,
-    else the module path of its last ``nn.Linear``; SqueezeNet, which has none, classifies with
-    the 1x1 convolution ``conv10``. Its *input* is the feature vector (averaged over positions
-    when it is a feature map: SqueezeNet's 512 numbers)."""
-    names = lecture_names(model)
-    if "fc" in names and isinstance(model.get_submodule(names["fc"]), nn.Linear):
-        return "fc"
+    """Name of the model's final classifier layer: its family's (``Architecture.classifier``:
+    ``"fc"``; SqueezeNet, which has no linear layer, classifies with the 1x1 convolution ``conv10``),
+    else the module path of its last ``nn.Linear``. Its *input* is the feature vector (averaged over
+    positions when it is a feature map: SqueezeNet's 512 numbers)."""
+    family = architecture(model, None)
+    if family is not None:
+        return family.classifier
     linear = [p for p, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linear and "conv10" in names:
-        return "conv10"
     if not linear:
         raise ValueError(f"{type(model).__name__} has no nn.Linear classifier layer; pass layer=<name> "
                          f"to use the input of another layer as the features")
@@ -93,7 +91,7 @@ class capture_input:
 
 
 @torch.no_grad()
-def classifier_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+def classifier_features(model: nn.Module, x: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
     """``phi(x)``: the input of ``layer`` (default :func:`classifier_layer`) for the batch ``x``,
     flattened to ``[N, D]`` (float32, on the CPU). A feature-map input ``[N, C, h, w]`` of the
     default layer (SqueezeNet's ``conv10``) is first averaged over its h x w positions, as the
@@ -216,7 +214,7 @@ def extract(model: nn.Module, dataset, indices=None, layer: str | None = None, b
     for s in tqdm(range(0, len(idx), batch_size), desc="features", unit="batch", disable=not progress):
         batch = [dataset[i] for i in idx[s:s + batch_size]]
         x01 = torch.cat([fit_to_square(to_tensor(img)[None], size) for img, _ in batch])  # [b,3,S,S] in [0,1]
-        feats.append(classifier_features(model, x01.to(device), layer))
+        feats.append(classifier_features(model, x01.to(device), layer=layer))
         pixels.append((x01 * 255).round().clamp(0, 255).to(torch.uint8))
         labels += [int(y) for _, y in batch]
     fs = FeatureSet(torch.cat(feats), torch.cat(pixels), torch.tensor(labels), idx, layer)

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from .inputs import check_image, check_int, check_number, check_targets
-from .models import eval_mode, mean_colour
+from .layers import eval_mode
+from .models import mean_colour
 
 #: What fills the occluded window (images are pixels in [0, 1]).
 FILLS = {
@@ -78,7 +79,7 @@ def _score(logits: torch.Tensor, c: int, score: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def occlusion(model: nn.Module, x, target=None, patch: int = 16, stride: int = 8, fill="mean",
+def occlusion(model: nn.Module, x, target=None, *, patch: int = 16, stride: int = 8, fill="mean",
               score: str = "prob", batch_size: int = 16, progress: bool = True) -> torch.Tensor:
     """Occlusion saliency of each image in ``x`` for class ``target``: ``[N, H, W]``.
 
@@ -165,18 +166,17 @@ def show_occlusion(image, heatmap, title=None, axes=None, alpha: float = 0.5, mo
     """
     import matplotlib.pyplot as plt
 
-    from .imaging import _display_array, show_heatmap
+    from .figures import show_heatmap
 
     heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
     if heat.ndim != 2:
         raise ValueError(f"expected a 2-D heatmap (H x W), got shape {heat.shape}")
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(7, 3.4))
-    img = _display_array(image)
     vmax = float(np.abs(heat).max()) or 1.0
     im = axes[0].imshow(heat, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     axes[0].set_axis_off()
     axes[0].set_title("score drop (red: evidence)")
     axes[0].figure.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04)
-    show_heatmap(img, np.clip(heat, 0, None), alpha=alpha, ax=axes[1], title=title)
+    show_heatmap(image, np.clip(heat, 0, None), alpha=alpha, ax=axes[1], title=title)
     return axes[0].figure

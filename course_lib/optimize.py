@@ -5,12 +5,12 @@ DeepDream, feature inversion, texture synthesis, style transfer -- is one call o
 :func:`optimize` with three ingredients (the decomposition of Lucid/Lucent):
 
 * an **objective** ``J(image)``, a scalar built from the activations of named layers
-  (:class:`Objective`; objectives add, subtract and scale: ``class_score(c) - 1e-3 * l2()``);
+  (:class:`Objective`; objectives add, subtract and scale: ``class_score(model, target) - 1e-3 * l2(model)``);
 * a **parameterisation**: what the optimiser actually changes. :class:`PixelImage` holds the
   pixels themselves (in ``[0, 1]``); :class:`FourierImage` holds a decorrelated colour
   spectrum, which makes gradient steps favour natural, low-frequency images;
-* **transforms** applied to the image before each forward pass (random jitter, scaling, blur:
-  the result must work under all of them, which suppresses high-frequency tricks), and
+* **transforms** applied to the image before each forward pass (random jitter: the result
+  must work under all of them, which suppresses high-frequency tricks), and
   **projections** applied to the parameters after each step (clamping to the valid range or
   an epsilon-ball, periodic blur, clipping small pixels).
 
@@ -23,7 +23,10 @@ The loop maximises ``J`` with one of four step rules:
     "normalized"  x <- x + lr * g / mean|g|,  g = dJ/dx (DeepDream)
 
 or with any ``torch.optim`` optimiser you pass in (it minimises -J; its state carries over
-from one call to the next, so a long run can be cut into resumable pieces).
+from one call to the next, so a long run can be cut into resumable pieces). It returns
+``Optimized(image, history)``: the image and the :class:`History` of the objective, step by step,
+as do the methods built on it (class visualisation, DeepDream, inversion, texture synthesis, style
+transfer); the adversarial attacks return only their adversarial image or perturbation.
 
 A parameterisation may itself be a network: in fast style transfer (notebook 08) the
 images are ``T_theta(photos)`` and the optimiser trains the weights ``theta``.
@@ -42,17 +45,16 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .inputs import (check_channel, check_int, check_model_dtype, check_number, check_perturbation, check_pixels,
-                     check_size, check_targets, model_dtype)
-from .models import eval_mode, get_layer, normalization, record_activations
+                     check_size, check_targets, model_device, model_dtype)
+from .layers import eval_mode, get_layer, record_activations
+from .models import normalization
 
-STEP_RULES = ("adam", "lbfgs", "sign", "normalized")
 #: Most objective evaluations one L-BFGS step may use (1 + its line search).
 LBFGS_MAX_EVALS = 25
 #: The name objectives use for the model's output (the class scores), whatever the model calls its last layer.
@@ -126,16 +128,16 @@ def _check_layer(model, layer: str) -> None:
         get_layer(model, layer)  # KeyError listing the valid names
 
 
-def _classes(model, c) -> torch.Tensor:
+def _classes(model, target) -> torch.Tensor:
     """One class index, or one per image of the batch (a list, array or tensor), each checked by
     :func:`course_lib.inputs.check_targets` against the model's classes."""
-    return torch.tensor(check_targets(c, len(model.class_names), name="class"))
+    return torch.tensor(check_targets(target, len(model.class_names), name="target"))
 
 
-def class_score(model, c, layer: str = OUTPUT) -> Objective:
-    """``S_c``: the *unnormalised* score (logit) of class ``c`` (or of ``c[i]`` for image ``i``)."""
+def class_score(model, target, *, layer: str = OUTPUT) -> Objective:
+    """``S_c``: the *unnormalised* score (logit) of class ``c = target`` (or of ``target[i]`` for image ``i``)."""
     _check_layer(model, layer)
-    cs = _classes(model, c)
+    cs = _classes(model, target)
 
     def score(a, x):
         idx = cs.to(a[layer].device)
@@ -145,43 +147,45 @@ def class_score(model, c, layer: str = OUTPUT) -> Objective:
             raise ValueError(f"{len(idx)} classes for a batch of {len(x)} images")
         return a[layer].gather(1, idx[:, None])[:, 0]
 
-    return Objective((layer,), score, f"S_{c}")
+    return Objective((layer,), score, f"S_{target}")
 
 
-def class_probability(model, c, layer: str = OUTPUT, log: bool = True) -> Objective:
-    """``log p_c`` (or ``p_c``), the softmax of the scores: rises also by *lowering the other classes*."""
+def class_probability(model, target, *, layer: str = OUTPUT, log: bool = True) -> Objective:
+    """``log p_c`` (or ``p_c``) of class ``c = target``, the softmax of the scores: rises also by
+    *lowering the other classes*."""
     _check_layer(model, layer)
-    score = class_score(model, c, layer)
+    score = class_score(model, target, layer=layer)
     f = torch.log_softmax if log else torch.softmax
-    return Objective((layer,), lambda a, x: score({layer: f(a[layer], 1)}, x), f"{'log ' if log else ''}p_{c}")
+    return Objective((layer,), lambda a, x: score({layer: f(a[layer], 1)}, x), f"{'log ' if log else ''}p_{target}")
 
 
-def channel(model, layer: str, ch: int) -> Objective:
-    """Mean activation of channel ``ch`` of ``layer`` over all positions."""
+def channel(model, *, layer: str, channel: int) -> Objective:
+    """Mean activation of channel ``channel`` of ``layer`` over all positions."""
     _check_layer(model, layer)
-    return Objective((layer,), lambda a, x: a[layer][:, check_channel(ch, a[layer].shape[1], layer)].mean((-2, -1)),
-                     f"{layer}[{ch}]")
+    return Objective((layer,), lambda a, x: a[layer][:, check_channel(channel, a[layer].shape[1], layer)].mean((-2, -1)),
+                     f"{layer}[{channel}]")
 
 
-def layer_l2(model, layer: str, ch: int | None = None) -> Objective:
-    """``||A_l||^2 / size``: the mean squared activation of a layer (or one channel). DeepDream's objective."""
+def layer_l2(model, *, layer: str, channel: int | None = None) -> Objective:
+    """``||A_l||^2 / size``: the mean squared activation of a layer (or of one ``channel``). DeepDream's objective."""
     _check_layer(model, layer)
 
     def f(a, x):
         act = a[layer]
-        if ch is not None:
-            act = act[:, check_channel(ch, act.shape[1], layer)]
+        if channel is not None:
+            act = act[:, check_channel(channel, act.shape[1], layer)]
         return act.pow(2).flatten(1).mean(1)
 
-    return Objective((layer,), f, f"|{layer}{'' if ch is None else f'[{ch}]'}|^2")
+    return Objective((layer,), f, f"|{layer}{'' if channel is None else f'[{channel}]'}|^2")
 
 
-def feature_match(model, layer: str, target: torch.Tensor) -> Objective:
-    """``-||phi_l(x) - phi_l(y)||^2 / ||phi_l(y)||^2``: minus the relative feature error to ``target = phi_l(y)``."""
+def feature_match(model, *, layer: str, features: torch.Tensor) -> Objective:
+    """``-||phi_l(x) - phi_l(y)||^2 / ||phi_l(y)||^2``: minus the relative feature error to
+    ``features = phi_l(y)`` (the activations of ``layer`` for the reference image ``y``)."""
     _check_layer(model, layer)
-    target = target.detach()
-    norm = target.pow(2).sum().clamp_min(1e-12)
-    return Objective((layer,), lambda a, x: -(a[layer] - target).pow(2).flatten(1).sum(1) / norm, f"match {layer}")
+    features = features.detach()
+    norm = features.pow(2).sum().clamp_min(1e-12)
+    return Objective((layer,), lambda a, x: -(a[layer] - features).pow(2).flatten(1).sum(1) / norm, f"match {layer}")
 
 
 def l2(model, power: float = 2.0) -> Objective:
@@ -293,20 +297,6 @@ def jitter(d: int) -> Callable:
     return t
 
 
-def random_scale(scales=(0.95, 1.0, 1.05)) -> Callable:
-    """Resize by a factor drawn from ``scales`` (bilinear)."""
-    scales = [check_number(s, "scales", low=0, low_open=True) for s in scales]
-    if not scales:
-        raise ValueError("scales is empty: give at least one scale factor, e.g. (0.95, 1.0, 1.05)")
-    def t(x, g):
-        s = scales[int(torch.randint(len(scales), (1,), generator=g))]
-        if s == 1:
-            return x
-        size = [max(1, round(v * s)) for v in x.shape[-2:]]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return t
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``x`` blurred by a Gaussian of ``sigma`` pixels (torchvision; kernel ``2 ceil(3 sigma) + 1``)."""
     from torchvision.transforms.functional import gaussian_blur as tv_blur
@@ -390,6 +380,15 @@ class History:
     evaluations: list = field(default_factory=list)
 
 
+class Optimized(NamedTuple):
+    """What an optimisation returns: the ``image`` it made (``param()`` after the last step,
+    detached) and the :class:`History` of the run. A tuple, so it unpacks
+    (``x, history = class_visualization(model, 3)``), or read by name (``result.image``)."""
+
+    image: torch.Tensor
+    history: History
+
+
 def _hooked(objective: Objective) -> list:
     return [name for name in objective.layers if name != OUTPUT]
 
@@ -442,8 +441,7 @@ def _recording(model, objective: Objective):
 
 def _zeros(model, h: int, w: int) -> torch.Tensor:
     """A black image ``[1, 3, h, w]`` of the model's floating type, on its device."""
-    param = next(iter(model.parameters()), None)
-    return torch.zeros(1, 3, h, w, dtype=model_dtype(model), device=None if param is None else param.device)
+    return torch.zeros(1, 3, h, w, dtype=model_dtype(model), device=model_device(model))
 
 
 def _probe(model: nn.Module, layers, x: torch.Tensor) -> None:
@@ -524,6 +522,28 @@ def activations(model: nn.Module, image: torch.Tensor, layers, *, name: str = "i
         return {layer: acts[layer].detach() for layer in layers}
 
 
+# --------------------------------------------------------------------------- step rules
+# Each makes ``step(objective_value) -> J``: one update of the parameters ``theta`` that raises
+# ``J``, where ``objective_value()`` evaluates J at the current parameters (a forward pass,
+# ready for backward). It returns J where the step started.
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer) -> Callable:
+    """One step of a ``torch.optim`` optimiser on ``-J`` (it minimises; Adam, or any optimiser passed in)."""
+    def step(objective_value):
+        optimizer.zero_grad(set_to_none=True)
+        j = objective_value()
+        (-j).backward()
+        optimizer.step()
+        return float(j.detach())
+    return step
+
+
+def _adam_step(params, lr: float) -> Callable:
+    """Adam (Kingma & Ba 2015) on ``-J`` with step size ``lr``."""
+    return _optimizer_step(torch.optim.Adam(params, lr=lr))
+
+
 def _lbfgs_scale(objective_value, params) -> float:
     """``1 / mean |dJ/dparams|`` at the start. PyTorch's L-BFGS drops every curvature pair with
     ``y . s < 1e-10`` and then crawls along the raw gradient, so an objective with tiny
@@ -538,43 +558,122 @@ def _lbfgs_scale(objective_value, params) -> float:
     return 1.0 / mean_abs if math.isfinite(mean_abs) and mean_abs > 0 else 1.0
 
 
+def _lbfgs_step(params, lr: float) -> Callable:
+    """L-BFGS on ``-s J``, ``s = 1 / mean |dJ/dtheta|`` at the first step (:func:`_lbfgs_scale`):
+    one iteration per step, its strong-Wolfe line search taking up to ``LBFGS_MAX_EVALS``
+    evaluations of ``J`` in all."""
+    # max_eval defaults to 1.25 * max_iter = 1, which leaves the line search no evaluation at all.
+    # Tolerances 0: the number of steps is ours to choose.
+    optimizer = torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LBFGS_MAX_EVALS, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    scale = None
+
+    def step(objective_value):
+        nonlocal scale
+        if scale is None:
+            scale = _lbfgs_scale(objective_value, params)
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss = -scale * objective_value()
+            loss.backward()
+            return loss
+        return -float(optimizer.step(closure).detach()) / scale
+    return step
+
+
+def _ascent_step(params, direction: Callable) -> Callable:
+    """Gradient ascent ``theta <- theta + direction(g)``, ``g = dJ/dtheta``, for each parameter tensor."""
+    def step(objective_value):
+        for p in params:
+            p.grad = None
+        j = objective_value()
+        j.backward()
+        value = float(j.detach())
+        with torch.no_grad():
+            for p in params:
+                p.add_(direction(p.grad))
+        return value
+    return step
+
+
+def _sign_step(params, lr: float) -> Callable:
+    """``theta <- theta + lr * sign(g)``: steepest ascent in the L-inf norm (FGSM, PGD)."""
+    return _ascent_step(params, lambda g: lr * g.sign())
+
+
+def _normalized_step(params, lr: float) -> Callable:
+    """``theta <- theta + lr * g / mean|g|``: steps of mean size ``lr`` whatever the gradient's scale (DeepDream)."""
+    return _ascent_step(params, lambda g: lr * g / g.abs().mean().clamp_min(1e-12))
+
+
+#: The step rules by name: ``STEP_RULES[name](params, lr)`` makes the step of one run.
+STEP_RULES = {"adam": _adam_step, "lbfgs": _lbfgs_step, "sign": _sign_step, "normalized": _normalized_step}
+
+
+# --------------------------------------------------------------------------- optimize
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module):
+    """Context: ``model``'s parameters need no gradient (only the image's do); restored afterwards."""
+    before = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, r in zip(model.parameters(), before):
+            p.requires_grad_(r)
+
+
 def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 100, lr: float = 0.05,
              step_rule: str = "adam", transforms=(), projections=(), seed: int = 0, callback=None,
-             every: int = 10, progress: bool = True, desc: str | None = None) -> torch.Tensor:
+             every: int = 10, progress: bool = True, desc: str | None = None) -> Optimized:
     """Maximise ``objective`` over ``param`` (a parameterisation: ``param()`` gives the images).
 
-    Each step: ``x = param()``; apply the ``transforms`` (each ``t(x, generator)``, random
-    draws from a generator seeded with ``seed``); run the model on the pixels ``x``, recording
-    ``objective.layers``; ``J = sum over the batch of objective(acts, x)``; take one step by
-    ``step_rule`` (a name from the module docstring, or a ``torch.optim.Optimizer`` over
-    ``param``'s parameters, stepped on ``-J``: ``lr`` is then its own); apply the ``projections`` (each
-    ``p(param, step)``). ``callback(step, image, J)`` is called every ``every`` steps and after
-    the last (a live preview). The model is put in eval mode and restored; its parameters
-    are not touched; every hook is removed.
+    Each of the ``steps`` steps, with ``theta`` the parameters of ``param``:
 
-    Returns ``param()`` after the last step, detached, with ``.history`` (:class:`History`).
+        x = t_n(... t_1(param()))    the ``transforms``, each ``t(x, generator)`` (random draws
+                                      from one generator seeded with ``seed``)
+        J = sum over the batch of objective(acts, x),  acts: the model's activations at objective.layers
+        theta <- one step of ``step_rule``:
+            "adam"        Adam on -J
+            "lbfgs"       one L-BFGS iteration (and its line search) on -s J,  s = 1 / mean|dJ/dtheta| at the start
+            "sign"        theta <- theta + lr * sign(g),   g = dJ/dtheta
+            "normalized"  theta <- theta + lr * g / mean|g|
+            an optimiser  its own step on -J (a ``torch.optim.Optimizer`` over theta: ``lr`` is then
+                          its own, and its state carries over from one call to the next)
+        p(param, step) for each of the ``projections``
+
+    ``callback(step, image, J)`` is called every ``every`` steps and after the last (a live
+    preview). The model is put in eval mode and restored; its parameters are not touched;
+    every hook is removed.
+
+    Returns ``Optimized(image, history)``: ``param()`` after the last step, detached, and the run's
+    :class:`History`.
     ``steps >= 0``, ``lr >= 0`` (0: no step, e.g. FGSM with a budget of 0; L-BFGS: ``lr > 0``),
     ``every >= 1``; anything else raises a ``ValueError``.
     """
+    from tqdm.auto import tqdm
+
     given = isinstance(step_rule, torch.optim.Optimizer)
     if not given and step_rule not in STEP_RULES:
         raise ValueError(f"unknown step_rule {step_rule!r}; choose one of {', '.join(STEP_RULES)}")
     if not isinstance(objective, Objective):
-        raise TypeError(f"objective must be an Objective (e.g. class_score(model, c)), got {type(objective).__name__}")
+        raise TypeError(f"objective must be an Objective (e.g. class_score(model, target)), got {type(objective).__name__}")
     if not isinstance(param, nn.Module):
         raise TypeError(f"param must be a parameterisation (e.g. PixelImage(x)), got {type(param).__name__}")
     steps, every, seed = check_int(steps, "steps", low=0), check_int(every, "every", low=1), check_int(seed, "seed")
     lr = lr if given else check_number(lr, "lr", low=0, low_open=step_rule == "lbfgs", hint="the step size")
-    from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     params = [p for p in param.parameters() if p.requires_grad]
-    history = History()
-    frozen = [p.requires_grad for p in model.parameters()]
+    take_step = _optimizer_step(step_rule) if given else STEP_RULES[step_rule](params, lr)
+    history, evaluations = History(), 0
 
-    evaluations = 0
-
-    def objective_value():
+    def objective_value() -> torch.Tensor:
+        """``J`` of the current images under new random transforms (one forward pass)."""
         nonlocal evaluations
         evaluations += 1
         x = param()
@@ -583,52 +682,12 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
         _forward(model, objective, x, acts)
         return objective(acts, x).sum()
 
-    if given:
-        opt = step_rule
-    elif step_rule == "adam":
-        opt = torch.optim.Adam(params, lr=lr)  # like any optimiser passed in: it minimises -J
-    elif step_rule == "lbfgs":
-        # One L-BFGS iteration per step, with a line search of up to 24 more evaluations
-        # (max_eval defaults to 1.25 * max_iter = 1, which leaves the line search no evaluation at
-        # all). Tolerances 0: the number of steps is ours to choose.
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LBFGS_MAX_EVALS, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with _frozen(model):
         stack, acts = _recording(model, objective)
         with _says_if_too_small(model, objective.layers, param, "the optimised image"), eval_mode(model), \
                 torch.enable_grad(), stack:
             for step in tqdm(range(steps), desc=desc or objective.name, disable=not progress, unit="step", leave=False):
-                if given or step_rule == "adam":
-                    opt.zero_grad(set_to_none=True)
-                    j = objective_value()
-                    (-j).backward()
-                    opt.step()
-                    value = float(j.detach())
-                elif step_rule == "lbfgs":
-                    if step == 0:
-                        scale = _lbfgs_scale(objective_value, params)
-
-                    def closure():
-                        opt.zero_grad(set_to_none=True)
-                        loss = -scale * objective_value()
-                        loss.backward()
-                        return loss
-                    value = -float(opt.step(closure).detach()) / scale
-                else:
-                    for p in params:
-                        p.grad = None
-                    j = objective_value()
-                    j.backward()
-                    value = float(j.detach())
-                    with torch.no_grad():
-                        if step_rule == "sign":
-                            for p in params:
-                                p.add_(lr * p.grad.sign())
-                        else:  # normalized
-                            for p in params:
-                                p.add_(lr * p.grad / p.grad.abs().mean().clamp_min(1e-12))
+                value = take_step(objective_value)
                 if not math.isfinite(value):
                     raise FloatingPointError(f"the objective became {value} at step {step}: lower the learning rate")
                 history.objective.append(value)
@@ -636,13 +695,7 @@ def optimize(model: nn.Module, objective: Objective, param: nn.Module, steps: in
                 with torch.no_grad():
                     for project in projections:
                         project(param, step)
-                if callback is not None and ((step + 1) % every == 0 or step == steps - 1):
-                    with torch.no_grad():
+                    if callback is not None and ((step + 1) % every == 0 or step == steps - 1):
                         callback(step, param().detach(), value)
-    finally:
-        for p, r in zip(model.parameters(), frozen):
-            p.requires_grad_(r)
     with torch.no_grad():
-        out = param().detach().clone()
-    out.history = history
-    return out
+        return Optimized(param().detach().clone(), history)

@@ -27,6 +27,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,9 @@ import torch
 from torch import nn
 
 from .cache import weights_hash
-from .inputs import check_channel, check_image, check_int
-from .models import BlurMaxPool2d, Normalize, eval_mode, get_layer, lecture_names
+from .inputs import check_channel, check_image, check_int, check_position
+from .layers import architecture, eval_mode, get_layer, lecture_names
+from .models import BlurMaxPool2d, Normalize
 
 #: Layers that act on each position separately: they leave the receptive field unchanged.
 POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -130,9 +132,10 @@ def _geometry(name: str, m: nn.Module) -> list[tuple[int, int, int]]:
 def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
     """The layers from the input (pixels) up to and including ``layer``, as ``(name, module)`` pairs.
 
-    The model must be an ``nn.Sequential`` itself, or have one called ``features`` that
-    its forward pass starts with (the course model, VGG, AlexNet), and ``layer`` must be
-    one of that sequence's children. A model's :class:`course_lib.models.Normalize` layer (its
+    The model must be an ``nn.Sequential`` itself, or have one that its forward pass starts with
+    (its family's ``chain``, :class:`course_lib.layers.Architecture`: ``features`` of the course
+    model, VGG, AlexNet, SqueezeNet; a ResNet's own children up to its global pooling; for another
+    model ``features``), and ``layer`` must be one of that sequence's children. A model's :class:`course_lib.models.Normalize` layer (its
     first, ``normalize``) comes first: the chain takes pixels, as the model does.
     """
     module = get_layer(model, layer)  # KeyError listing the valid names for an unknown layer
@@ -141,13 +144,16 @@ def _feature_chain(model: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
     if norm is not None and module is norm:
         return [("normalize", norm)]
     path = lecture_names(model).get(layer, layer)
+    family = architecture(model, None)
+    home = "features" if family is None else family.chain
     if isinstance(model, nn.Sequential):
         seq, prefix = model, ""
-    elif type(model).__name__ == "ResNet":   # its forward runs these children in turn, then pools
-        seq = nn.Sequential(OrderedDict((n, m) for n, m in model.named_children() if n not in ("avgpool", "fc")))
+    elif home:
+        seq, prefix = getattr(model, home, None), f"{home}."
+    else:   # the model's own children up to its head, which its forward runs in turn (ResNet)
+        head = lecture_names(model)[family.head]
+        seq = nn.Sequential(OrderedDict(takewhile(lambda child: child[0] != head, model.named_children())))
         prefix = ""
-    else:
-        seq, prefix = getattr(model, "features", None), "features."
     child = path[len(prefix):] if path.startswith(prefix) else None
     if not isinstance(seq, nn.Sequential) or child not in seq._modules:
         if isinstance(seq, nn.Sequential) and layer in lecture_names(model):
@@ -213,12 +219,13 @@ def _chain_name(model: nn.Module, layer: str) -> str:
     return short.get(path, path)
 
 
-def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i: int, j: int) -> torch.Tensor:
-    """``d a / d x``: the gradient of one unit ``a = layer[channel, i, j]`` w.r.t. the input image.
+def unit_gradient(model: nn.Module, x: torch.Tensor, *, layer: str, channel: int, position) -> torch.Tensor:
+    """``d a / d x``: the gradient of one unit ``a = layer[channel, i, j]`` w.r.t. the input image,
+    ``(i, j) = position``.
 
     ``x`` is one image of pixels in [0, 1], ``[1, 3, H, W]`` or ``[3, H, W]`` (finite, of the model's float
-    type: :func:`course_lib.inputs.check_image`); ``channel``, ``i``, ``j`` are ints inside the
-    layer's output. Returns ``[3, H, W]``. It is zero
+    type: :func:`course_lib.inputs.check_image`); ``channel`` and ``position = (i, j)`` are ints inside
+    the layer's output. Returns ``[3, H, W]``. It is zero
     outside the unit's receptive field; its spread inside shows the *effective*
     receptive field, usually much smaller than the theoretical one (Luo et al. 2016).
     The model's parameters and their ``.grad`` are left untouched.
@@ -232,10 +239,7 @@ def unit_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int, i
         for _, m in chain:
             out = m(out)
         channel = check_channel(channel, out.shape[1], layer)
-        i, j = check_int(i, "i"), check_int(j, "j")
-        h, w = out.shape[-2:]
-        if not (0 <= i < h and 0 <= j < w):
-            raise ValueError(f"unit ({i}, {j}) is outside layer {layer!r}'s {h}x{w} map")
+        i, j = check_position(position, tuple(out.shape[-2:]), layer)
         (grad,) = torch.autograd.grad(out[0, channel, i, j], x)
     return grad[0]
 
@@ -416,7 +420,8 @@ def show_top_patches(scan: ActivationScan, dataset, model: nn.Module, channels, 
     """Draw the ``k`` top patches of each channel in ``channels`` as one grid per channel; return the figure."""
     import matplotlib.pyplot as plt
 
-    from .imaging import make_grid, show_image
+    from .figures import show_image
+    from .imaging import make_grid
 
     channels = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
     if not channels:
@@ -440,7 +445,7 @@ def draw_receptive_fields(image, rf: ReceptiveField, units, ax=None, title=None,
     import matplotlib.patches
     import matplotlib.pyplot as plt
 
-    from .imaging import show_image
+    from .figures import show_image
 
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))

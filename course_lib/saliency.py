@@ -35,15 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inputs import check_channel, check_image, check_int, check_number, check_target
-from .models import conv_layers, eval_mode, get_layer, mean_colour
+from .inputs import (check_channel, check_image, check_int, check_number, check_position, check_target,
+                     model_device)
+from .layers import conv_layers, eval_mode, get_layer
+from .models import mean_colour
 
 # --------------------------------------------------------------------------- checks and model state
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return torch.device("cpu") if p is None else p.device
 
 
 class _Stop(Exception):
@@ -112,15 +109,10 @@ def _objective(model, x, target=None, layer=None, channel=None, position="max"):
             flat = None
         elif position == "max":
             flat = int(act[0, k].flatten().argmax())
+        elif isinstance(position, str):
+            raise TypeError(f"position must be 'max', 'sum' or a (row, col) tuple, got {position!r}")
         else:
-            try:
-                where = tuple(check_int(p, "position") for p in position)
-            except TypeError:
-                raise TypeError(f"position must be 'max', 'sum' or a (row, col) tuple, got {position!r}") from None
-            if len(where) != len(spatial) or not all(0 <= p < n for p, n in zip(where, spatial)):
-                raise ValueError(f"position {position!r} is outside layer {layer!r}'s "
-                                 f"{' x '.join(map(str, spatial)) or 'non-spatial'} output")
-            flat = int(np.ravel_multi_index(where, spatial))
+            flat = int(np.ravel_multi_index(check_position(position, spatial, layer), spatial))
 
     def score(xb):
         unit_map = _layer_output(model, module, xb)[:, k].reshape(len(xb), -1)  # channel k, positions flattened
@@ -147,7 +139,7 @@ def _prepared(model, x):
     """The checked image (:func:`course_lib.inputs.check_image`) on the model's device, and the
     device to return results on."""
     x = check_image(x, model=model)
-    return x.detach().to(_device(model)), x.device
+    return x.detach().to(model_device(model)), x.device
 
 
 # --------------------------------------------------------------------------- gradient methods
@@ -193,7 +185,7 @@ def vanilla_saliency(model, x, target=None, **unit) -> torch.Tensor:
     return saliency_map(gradient(model, x, target, **unit))
 
 
-def smoothgrad(model, x, target=None, n_samples: int = 50, noise_level: float = 0.15, seed: int | None = 0,
+def smoothgrad(model, x, target=None, *, n_samples: int = 50, noise_level: float = 0.15, seed: int | None = 0,
                batch_size: int = 25, progress: bool = False, **unit) -> torch.Tensor:
     """SmoothGrad: the gradient averaged over ``n`` noisy copies of the image, ``[3, H, W]``:
 
@@ -222,7 +214,7 @@ def smoothgrad(model, x, target=None, n_samples: int = 50, noise_level: float = 
 RIEMANN = ("riemann_left", "riemann_right", "riemann_middle")
 
 
-def integrated_gradients(model, x, target=None, baseline=None, steps: int = 64, method: str = "riemann_middle",
+def integrated_gradients(model, x, target=None, *, baseline=None, steps: int = 64, method: str = "riemann_middle",
                          batch_size: int = 32, progress: bool = False, **unit) -> torch.Tensor:
     """Integrated gradients along the straight path from ``baseline`` x' to ``x``, ``[3, H, W]``:
 
@@ -338,7 +330,7 @@ METHODS = {
 }
 
 
-def compute_saliency(model, x, method: str = "gradient", target=None, **kwargs) -> torch.Tensor:
+def compute_saliency(model, x, target=None, *, method: str = "gradient", **kwargs) -> torch.Tensor:
     """The ``[H, W]`` saliency map (``max_c |A_c|``) of one of :data:`METHODS` for class ``target``."""
     if method not in METHODS:
         raise KeyError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -361,7 +353,7 @@ def default_unit_layer(model) -> str:
     return convs[-1]
 
 
-def top_channels(model, x, layer: str, k: int = 4) -> list[int]:
+def top_channels(model, x, *, layer: str, k: int = 4) -> list[int]:
     """The ``k`` channels of ``layer`` that respond most strongly (largest maximum) to the image ``x``
     (all of them if the layer has fewer than ``k``); ``k`` is an int >= 1."""
     k = check_int(k, "k", low=1)
@@ -492,9 +484,9 @@ def show_grabcut(image, saliency, mask, seeds=None, title=None):
 
 
 __all__ = [
-    "check_image", "gradient", "saliency_map", "clip_for_display", "vanilla_saliency", "smoothgrad",
+    "gradient", "saliency_map", "clip_for_display", "vanilla_saliency", "smoothgrad",
     "integrated_gradients", "RIEMANN", "GuidedReLUFunction", "GuidedReLU", "guided_relus", "guided_backprop",
-    "METHODS", "compute_saliency", "predicted_class", "conv_layers", "default_unit_layer", "top_channels", "attribution_image",
+    "METHODS", "compute_saliency", "predicted_class", "default_unit_layer", "top_channels", "attribution_image",
     "grabcut_seeds",
     "grabcut_from_saliency", "show_grabcut",
 ]

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import IMAGENET_MEAN, eval_mode, lecture_names, mean_colour
-from .inputs import check_image, check_int, check_target
-from .saliency import _device, clip_for_display, compute_saliency, predicted_class
+from .layers import eval_mode, get_layer, lecture_names
+from .models import IMAGENET_MEAN, mean_colour
+from .inputs import check_image, check_int, check_target, model_device
+from .saliency import clip_for_display, compute_saliency, predicted_class
 
 BLUR_SIGMA = 5.0
 SUBSTRATES = ("mean", "blur")
@@ -63,11 +64,11 @@ def saliency_methods(smoothgrad_samples: int = 50, ig_steps: int = 64, noise_lev
     once with ``seed``) and ``centre`` (the centre prior), which ignore the model.
     """
     methods = {
-        "gradient": lambda m, x, c: compute_saliency(m, x, "gradient", c),
-        "SmoothGrad": lambda m, x, c: compute_saliency(m, x, "SmoothGrad", c, n_samples=smoothgrad_samples,
+        "gradient": lambda m, x, c: compute_saliency(m, x, c, method="gradient"),
+        "SmoothGrad": lambda m, x, c: compute_saliency(m, x, c, method="SmoothGrad", n_samples=smoothgrad_samples,
                                                        noise_level=noise_level, seed=seed),
-        "integrated gradients": lambda m, x, c: compute_saliency(m, x, "integrated gradients", c, steps=ig_steps),
-        "guided backprop": lambda m, x, c: compute_saliency(m, x, "guided backprop", c),
+        "integrated gradients": lambda m, x, c: compute_saliency(m, x, c, method="integrated gradients", steps=ig_steps),
+        "guided backprop": lambda m, x, c: compute_saliency(m, x, c, method="guided backprop"),
     }
     if baselines:
         g = torch.Generator().manual_seed(seed)
@@ -184,7 +185,7 @@ def perturbed_images(x, saliency, mode: str = "deletion", steps: int = 16, subst
 
 
 @torch.no_grad()
-def perturbation_curve(model, x, saliency, target: int, mode: str = "deletion", steps: int = 16,
+def perturbation_curve(model, x, saliency, target: int, *, mode: str = "deletion", steps: int = 16,
                        substrate: str | None = None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """``(fractions, probabilities)``: the softmax probability of class ``target`` as the
     fraction ``0, 1/steps, ..., 1`` of the pixels is deleted (or inserted) in saliency order.
@@ -193,7 +194,7 @@ def perturbation_curve(model, x, saliency, target: int, mode: str = "deletion", 
     (an int in ``0 .. classes - 1``; negative indices are refused, they do not count from the
     end). Batched: the ``steps + 1`` images go through the model ``batch_size`` at a time.
     """
-    x = check_image(x, model=model).detach().to(_device(model))
+    x = check_image(x, model=model).detach().to(model_device(model))
     check_target(target, None, allow_none=False)         # the type now, the range once the classes are known
     batch_size = check_int(batch_size, "batch_size", low=1)
     images = perturbed_images(x, saliency, mode, steps, substrate, mean_colour(model))
@@ -211,7 +212,7 @@ def auc(fractions, values) -> float:
     return float(np.trapezoid(np.asarray(values, dtype=np.float64), np.asarray(fractions, dtype=np.float64)))
 
 
-def evaluate_saliency(model, images, methods: dict, steps: int = 16, batch_size: int = 32,
+def evaluate_saliency(model, images, methods: dict, *, steps: int = 16, batch_size: int = 32,
                       deletion_substrate: str = "mean", insertion_substrate: str = "blur",
                       progress: bool = True) -> dict:
     """Deletion and insertion curves of every method on every image, for the predicted class.
@@ -231,13 +232,14 @@ def evaluate_saliency(model, images, methods: dict, steps: int = 16, batch_size:
     targets, fractions = [], None
     for image in tqdm(list(images), desc="deletion/insertion", disable=not progress, unit="image"):
         x = image if isinstance(image, torch.Tensor) else preprocess(image, model)
-        x = check_image(x, model=model).to(_device(model))
+        x = check_image(x, model=model).to(model_device(model))
         c = predicted_class(model, x)
         targets.append(c)
         for name, method in methods.items():
             sal = method(model, x, c)
             for mode, sub in (("deletion", deletion_substrate), ("insertion", insertion_substrate)):
-                fractions, p = perturbation_curve(model, x, sal, c, mode, steps, sub, batch_size)
+                fractions, p = perturbation_curve(model, x, sal, c, mode=mode, steps=steps, substrate=sub,
+                                                  batch_size=batch_size)
                 curves[name][mode].append(p)
     curves = {n: {m: np.stack(v) for m, v in d.items()} for n, d in curves.items()}
     aucs = {n: {m: np.array([auc(fractions, p) for p in v]) for m, v in d.items()} for n, d in curves.items()}
@@ -333,8 +335,6 @@ def cascading_randomizations(model: nn.Module, layers=None, seed: int = 0):
     Step ``k`` is a copy of ``model`` in which ``layers[0..k]`` have random weights. The copy
     is made once (``copy.deepcopy``) and re-used: the given model is never modified.
     """
-    from .models import get_layer
-
     layers = randomization_layers(model) if layers is None else list(layers)
     net = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
@@ -354,7 +354,7 @@ def spearman(a, b) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
-def randomization_test(model, x, methods: dict, target=None, layers=None, seed: int = 0,
+def randomization_test(model, x, methods: dict, target=None, *, layers=None, seed: int = 0,
                        progress: bool = True) -> dict:
     """Adebayo et al.'s cascading model-randomization sanity check for one image.
 
@@ -369,7 +369,7 @@ def randomization_test(model, x, methods: dict, target=None, layers=None, seed: 
     x = check_image(x, model=model)
     target = predicted_class(model, x) if target is None else target
     with torch.no_grad(), eval_mode(model):
-        check_target(target, model(x.to(_device(model))).shape[1])
+        check_target(target, model(x.to(model_device(model))).shape[1])
     layers = randomization_layers(model) if layers is None else list(layers)
     maps = {name: [method(model, x, target).cpu()] for name, method in methods.items()}
     stages = tqdm(cascading_randomizations(model, layers, seed), total=len(layers),

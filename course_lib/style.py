@@ -38,39 +38,23 @@ from torch import nn
 
 from . import optimize as opt
 from .inputs import check_int, check_number, check_pixels, check_size
-from .models import BlurMaxPool2d, CourseNet
+from .layers import ARCHITECTURES, architecture
+from .models import BlurMaxPool2d
 
-#: The course model's style layers (the first ReLU of each block) and its content layer.
-COURSE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-COURSE_CONTENT_LAYER = "relu4_1"
-#: VGG's, as in Gatys et al. (their "conv1_1" is Caffe's in-place ReLU output: our ``relu1_1``).
-VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-VGG_CONTENT_LAYER = "relu4_2"
-ALEXNET_STYLE_LAYERS = ("relu1", "relu2", "relu3", "relu4", "relu5")
-ALEXNET_CONTENT_LAYER = "relu4"
-#: ResNet's and SqueezeNet's stage outputs. Gatys's method was made for plain chains such as VGG; with
-#: these networks it runs, but skip connections and concatenated branches give much weaker textures
-#: (a known finding, e.g. Wang et al. 2021, "Rethinking and improving the robustness of image style transfer").
-RESNET_STYLE_LAYERS = ("relu1", "layer1", "layer2", "layer3", "layer4")
-RESNET_CONTENT_LAYER = "layer3"
-SQUEEZENET_STYLE_LAYERS = ("relu1", "fire2", "fire4", "fire6", "fire8")
-SQUEEZENET_CONTENT_LAYER = "fire6"
+#: The course model's style layers (the first ReLU of each block) and its content layer, the defaults of
+#: the functions below; every family's are in :data:`course_lib.layers.ARCHITECTURES`.
+COURSE_STYLE_LAYERS = ARCHITECTURES["CourseNet"].style_layers
+COURSE_CONTENT_LAYER = ARCHITECTURES["CourseNet"].content_layer
 COLOUR_MODES = (None, "luminance", "histogram")
 
 
 def default_layers(model) -> tuple[tuple, str]:
-    """``(style layers, content layer)``: for the course model, VGG and AlexNet the first ReLU of
-    every block for the style and a deep ReLU for the content; for ResNet and SqueezeNet the stage
-    outputs (weaker results: see ``RESNET_STYLE_LAYERS``)."""
-    kind = type(model).__name__
-    if isinstance(model, CourseNet):
-        return COURSE_STYLE_LAYERS, COURSE_CONTENT_LAYER
-    known = {"VGG": (VGG_STYLE_LAYERS, VGG_CONTENT_LAYER), "AlexNet": (ALEXNET_STYLE_LAYERS, ALEXNET_CONTENT_LAYER),
-             "ResNet": (RESNET_STYLE_LAYERS, RESNET_CONTENT_LAYER),
-             "SqueezeNet": (SQUEEZENET_STYLE_LAYERS, SQUEEZENET_CONTENT_LAYER)}
-    if kind in known:
-        return known[kind]
-    raise ValueError(f"no default style/content layers for a {kind}: pass layers=(...) and content_layer=...")
+    """``(style layers, content layer)`` of the model's family (:class:`course_lib.layers.Architecture`):
+    for the course model, VGG and AlexNet the first ReLU of every block for the style and a deep ReLU
+    for the content; for ResNet and SqueezeNet the stage outputs (weaker results: not plain chains)."""
+    family = architecture(model, what="default style/content layers",
+                          instead="pass layers=(...) and content_layer=...")
+    return family.style_layers, family.content_layer
 
 
 def _layer_names(layers) -> tuple:
@@ -103,7 +87,7 @@ def gram_matrix(f: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
-def style_targets(model, style: torch.Tensor, layers=COURSE_STYLE_LAYERS) -> dict:
+def style_targets(model, style: torch.Tensor, *, layers=COURSE_STYLE_LAYERS) -> dict:
     """The Gram matrices of the style image (pixels ``[1, 3, H, W]``; one image: a batch is refused,
     blend several with :func:`blended_targets`) at ``layers`` (names, or one name)."""
     style = check_pixels(style, "style image", model=model, batch=False)
@@ -140,22 +124,22 @@ def style_loss(targets: dict, weights: dict | None = None) -> opt.Objective:
     return opt.Objective(layers, f, "-L_style")
 
 
-def style_distance(model, image: torch.Tensor, style: torch.Tensor, layers=None) -> float:
+def style_distance(model, image: torch.Tensor, style: torch.Tensor, *, layers=None) -> float:
     """``L_style`` of ``image`` against ``style``'s Grams (layers default to :func:`default_layers`):
     0 for the same texture statistics, about 1 or more for unrelated images. ``image`` may have
     any size: Grams do not depend on where things are, nor on how many positions there are.
     One image each (loop over a batch)."""
     layers = _layer_names(default_layers(model)[0] if layers is None else layers)
     image = check_pixels(image, model=model, batch=False)
-    return -opt.evaluate(model, style_loss(style_targets(model, style, layers)), image).item()
+    return -opt.evaluate(model, style_loss(style_targets(model, style, layers=layers)), image).item()
 
 
-def content_loss(model, content: torch.Tensor, layer: str = COURSE_CONTENT_LAYER) -> opt.Objective:
+def content_loss(model, content: torch.Tensor, *, layer: str = COURSE_CONTENT_LAYER) -> opt.Objective:
     """``-L_content``: minus ``|F_l(x) - F_l(c)|^2 / |F_l(c)|^2`` (:func:`course_lib.optimize.feature_match`),
     for one content image ``[1, 3, H, W]`` (a batch is refused: its images would share one norm)."""
     content = check_pixels(content, "content image", model=model, batch=False)
-    target = opt.activations(model, content, [layer], name="content image")[layer]
-    return opt.feature_match(model, layer, target)
+    features = opt.activations(model, content, [layer], name="content image")[layer]
+    return opt.feature_match(model, layer=layer, features=features)
 
 
 def with_average_pooling(model: nn.Module) -> nn.Module:
@@ -181,7 +165,7 @@ def _pooled(model: nn.Module, pool: str) -> nn.Module:
 # --------------------------------------------------------------------------- style images
 
 
-def blended_targets(model, styles, weights=None, layers=COURSE_STYLE_LAYERS) -> dict:
+def blended_targets(model, styles, weights=None, *, layers=COURSE_STYLE_LAYERS) -> dict:
     """Gram targets of several style images blended with ``weights`` (normalised to sum 1):
     ``G_l = sum_k w_k G_l(s_k)``. Matching the blend is the same as minimising
     ``sum_k w_k |G_l(x) - G_l(s_k)|^2``: the two differ by a constant."""
@@ -192,7 +176,7 @@ def blended_targets(model, styles, weights=None, layers=COURSE_STYLE_LAYERS) -> 
     if weights.shape != (len(styles),) or not weights.isfinite().all() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"give one non-negative weight per style image ({len(styles)}), not all zero; got {weights.tolist()}")
     weights = weights / weights.sum()
-    grams = [style_targets(model, s, layers) for s in styles]
+    grams = [style_targets(model, s, layers=layers) for s in styles]
     return {name: sum(w * g[name] for w, g in zip(weights.tolist(), grams)) for name in layers}
 
 
@@ -331,9 +315,9 @@ def image_quilting(image: torch.Tensor, size, patch: int = 32, overlap: int = 8,
     return canvas[None, :, :h, :w].clone()
 
 
-def texture_synthesis(model, style: torch.Tensor, size=None, layers=None, steps: int = 100,
+def texture_synthesis(model, style: torch.Tensor, size=None, *, layers=None, steps: int = 100,
                       step_rule: str = "lbfgs", lr: float | None = None, pool: str = "max", seed: int = 0,
-                      callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
+                      callback=None, every: int = 10, progress: bool = True) -> opt.Optimized:
     """A new image whose Gram matrices at ``layers`` match the style image's, from white noise.
 
     ``size`` (``S`` or ``(H, W)``, default: the style image's size) is independent of the
@@ -341,51 +325,49 @@ def texture_synthesis(model, style: torch.Tensor, size=None, layers=None, steps:
     :func:`with_average_pooling`. L-BFGS by default (``lr`` 1); ``step_rule="adam"`` (``lr``
     0.05) also works. L-BFGS runs unconstrained and the result is clipped to ``[0, 1]`` at the
     end: clipping after every step breaks the curvature estimate L-BFGS builds (measured: a 4x
-    higher final style loss and no recognisable texture). Returns ``[1, 3, H, W]`` pixels with
-    ``.history``. One style image (a batch is refused: loop over ``s[i:i + 1]``, or blend several
-    with :func:`blended_targets` and :func:`style_loss`); a ``size`` too small for the network is
-    refused with the smallest that fits.
+    higher final style loss and no recognisable texture). Returns ``Optimized(image, history)``: the
+    texture ``[1, 3, H, W]`` in pixels and the :class:`~course_lib.optimize.History` of the run. One
+    style image (a batch is refused: loop over ``s[i:i + 1]``, or blend several with
+    :func:`blended_targets` and :func:`style_loss`); a ``size`` too small for the network is refused
+    with the smallest that fits.
     """
     style = check_pixels(style, "style image", model=model, batch=False)
     layers = _layer_names(default_layers(model)[0] if layers is None else layers)
     h, w = style.shape[-2:] if size is None else check_size(size)
     net = _pooled(model, pool)
-    objective = style_loss(style_targets(net, style, layers))
+    objective = style_loss(style_targets(net, style, layers=layers))
     opt.check_fits(net, (h, w), layers)
     g = torch.Generator().manual_seed(seed)
     start = torch.rand(1, 3, h, w, generator=g).to(style)        # the style's device and float type
-    x = _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, "texture")
-    return x
+    return _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, "texture")
 
 
-def _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, desc):
+def _run(net, objective, start, steps, step_rule, lr, seed, callback, every, progress, desc) -> opt.Optimized:
     """L-BFGS unconstrained (clipped at the end), first-order rules clamped after every step."""
     lr = lr if lr is not None else (1.0 if step_rule == "lbfgs" else 0.05)
-    x = opt.optimize(net, objective, opt.PixelImage(start), steps=steps, lr=lr, step_rule=step_rule,
-                     projections=[] if step_rule == "lbfgs" else [opt.clamp_pixels()], seed=seed,
-                     callback=callback, every=every, progress=progress, desc=desc)
-    out = x.clamp(0, 1)
-    out.history = x.history
-    return out
+    x, history = opt.optimize(net, objective, opt.PixelImage(start), steps=steps, lr=lr, step_rule=step_rule,
+                              projections=[] if step_rule == "lbfgs" else [opt.clamp_pixels()], seed=seed,
+                              callback=callback, every=every, progress=progress, desc=desc)
+    return opt.Optimized(x.clamp(0, 1), history)
 
 
 # --------------------------------------------------------------------------- style transfer
 
 
-def transfer_objective(model, content: torch.Tensor, targets: dict, style_weight: float,
+def transfer_objective(model, content: torch.Tensor, targets: dict, *, style_weight: float,
                        tv_weight: float, content_layer: str) -> opt.Objective:
     """``J = -(L_content + style_weight * L_style + tv_weight * L_TV)``: :func:`style_transfer`
     maximises it (``alpha = 1``, ``beta / alpha = style_weight``, ``gamma = tv_weight``, both >= 0)."""
     style_weight, tv_weight = _weights(style_weight, tv_weight)
-    return (content_loss(model, content, content_layer) + style_weight * style_loss(targets)
+    return (content_loss(model, content, layer=content_layer) + style_weight * style_loss(targets)
             - tv_weight * opt.total_variation())
 
 
-def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e3, tv_weight: float = 0.0,
+def style_transfer(model, content: torch.Tensor, style, *, style_weight: float = 1e3, tv_weight: float = 0.0,
                    style_scale: float = 1.0, blend=None, preserve_colour: str | None = None,
                    init: str = "content", layers=None, content_layer: str | None = None, pool: str = "max",
                    steps: int = 150, step_rule: str = "lbfgs", lr: float | None = None, seed: int = 0,
-                   callback=None, every: int = 10, progress: bool = True) -> torch.Tensor:
+                   callback=None, every: int = 10, progress: bool = True) -> opt.Optimized:
     """Gatys et al. 2016: the image ``x`` minimising ``L_content + beta/alpha L_style + gamma L_TV``.
 
     ``content`` ``[1, 3, H, W]`` pixels (the output has its size). ``style``: one image or a
@@ -401,7 +383,8 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
 
     ``init``: ``"content"`` (start from the photo: fewer steps) or ``"noise"``. Layers default
     to :func:`default_layers`. ``callback`` gets the image as it will be returned (with the
-    content's colours in luminance mode). Returns ``[1, 3, H, W]`` in ``[0, 1]`` with ``.history``.
+    content's colours in luminance mode). Returns ``Optimized(image, history)``: the image
+    ``[1, 3, H, W]`` in ``[0, 1]`` and the :class:`~course_lib.optimize.History` of the run.
 
     One content image and single style images: a batch is refused (one L-BFGS run would couple
     its images): loop over ``content[i:i + 1]``; give several styles as a list. ``style_weight``,
@@ -428,19 +411,18 @@ def style_transfer(model, content: torch.Tensor, style, style_weight: float = 1e
     elif preserve_colour == "histogram":
         styles = [match_colour_histogram(s, content) for s in styles]
     styles = [scale_image(s, style_scale) for s in styles]
-    targets = blended_targets(net, styles, blend, layers)
-    objective = transfer_objective(net, target, targets, style_weight, tv_weight, content_layer)
+    targets = blended_targets(net, styles, blend, layers=layers)
+    objective = transfer_objective(net, target, targets, style_weight=style_weight, tv_weight=tv_weight,
+                                   content_layer=content_layer)
 
     start = target.clone() if init == "content" else torch.rand(target.shape, generator=torch.Generator().manual_seed(seed)).to(target)
     recolour = (lambda x: with_content_colour(x, content)) if preserve_colour == "luminance" else (lambda x: x)
     preview = None if callback is None else (lambda step, x, j: callback(step, recolour(x.clamp(0, 1)), j))
-    x = _run(net, objective, start, steps, step_rule, lr, seed, preview, every, progress, "style transfer")
-    out = recolour(x)
-    out.history = x.history
-    return out
+    x, history = _run(net, objective, start, steps, step_rule, lr, seed, preview, every, progress, "style transfer")
+    return opt.Optimized(recolour(x), history)
 
 
-def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, blend=None, style_scale: float = 1.0,
+def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, *, blend=None, style_scale: float = 1.0,
                     layers=None, content_layer: str | None = None) -> dict:
     """The three terms for a finished image (no weights applied): ``{"content": L_content,
     "style": L_style, "tv": L_TV}`` against the content photo and the (scaled, blended) style.
@@ -449,7 +431,7 @@ def transfer_losses(model, image: torch.Tensor, content: torch.Tensor, style, bl
     image = check_pixels(image, model=model, batch=False)
     styles = [style] if isinstance(style, torch.Tensor) else list(style)
     targets = blended_targets(model, [scale_image(check_pixels(s, "style image", model=model), style_scale) for s in styles],
-                              blend, layers)
-    terms = {"content": content_loss(model, content, content_layer), "style": style_loss(targets),
+                              blend, layers=layers)
+    terms = {"content": content_loss(model, content, layer=content_layer), "style": style_loss(targets),
              "tv": -1 * opt.total_variation()}
     return {name: -opt.evaluate(model, j, image).item() for name, j in terms.items()}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .inputs import check_int
-from .models import eval_mode
+from .layers import eval_mode
 
 _measured: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 

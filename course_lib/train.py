@@ -26,8 +26,10 @@ the architecture are flags: ``--conv1 8 2 3`` (an 8x8 stride-2 first conv), ``--
 "v2" candidate measured for the course model's next version::
 
     python -m course_lib.train --conv1 8 2 3 --pool blur --epochs 60 --fixres-epochs 5 --precision bf16
-The images are decoded once into a uint8 tensor cache (``data/cache/``) and the
-augmentations run batched on tensors, so two CPU cores spend their time on the net.
+The images are decoded once into a uint8 tensor cache (``data/cache/``,
+:func:`course_lib.data.decode_split`) and the augmentations
+(:func:`course_lib.data.random_resized_crop`, :func:`cutmix`) run batched on tensors, so two CPU
+cores spend their time on the net.
 
 After the last epoch the BatchNorms are folded into the convolutions
 (:func:`course_lib.models.fold_batch_norm`), the plain model is evaluated on all of
@@ -43,7 +45,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -53,54 +54,6 @@ from .imaging import fit_to_square
 from .timing import cpu_name, has_bf16_units, resolve_precision
 from .models import (COURSE_BLOCKS, COURSE_CONV1, COURSE_INPUT_SIZE, COURSE_POOL, COURSE_WEIGHTS,
                      IMAGENET_MEAN, IMAGENET_STD, CourseNet, fold_batch_norm)
-
-
-def decode_split(split: str, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a split as a uint8 tensor [N,3,224,224] and labels [N] (cached on disk)."""
-    path = cache_dir / f"imagenette_{split}_224.npz"
-    if path.exists():
-        z = np.load(path)
-        return torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
-    ds = cdata.imagenette(split)
-    x = np.empty((len(ds), 3, 224, 224), dtype=np.uint8)
-    for i in tqdm(range(len(ds)), desc=f"decode {split}", unit="img"):
-        img, _ = ds[i]
-        if img.size != (224, 224):
-            img = img.resize((224, 224), 2)  # the network copy (160 px) is not pre-squashed
-        x[i] = np.asarray(img).transpose(2, 0, 1)
-    y = np.asarray(ds.targets, dtype=np.int64)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part.npz")
-    np.savez(tmp, x=x, y=y)
-    tmp.replace(path)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-#: Smallest crop area (share of the image) of the main schedule and of the FixRes stage.
-CROP_SCALE, FIXRES_CROP_SCALE = (0.25, 1.0), (0.64, 1.0)
-
-
-def random_resized_crop(x: torch.Tensor, size: int, gen: torch.Generator,
-                        scale=CROP_SCALE, ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Batched random-resized-crop + horizontal flip of float images [N,3,H,W] via one affine grid."""
-    n = x.shape[0]
-    src = round(size * 1.25)  # antialiased downsample first, so the crop never aliases much
-    x = F.interpolate(x, size=(src, src), mode="bilinear", antialias=True, align_corners=False)
-    area = torch.empty(n).uniform_(*scale, generator=gen)
-    logr = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
-    r = torch.exp(logr)
-    sw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
-    sh = torch.sqrt(area / r).clamp(max=1.0)
-    tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sw)
-    ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sh)
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = sw * flip
-    theta[:, 0, 2] = tx
-    theta[:, 1, 1] = sh
-    theta[:, 1, 2] = ty
-    grid = F.affine_grid(theta.to(x.device), [n, 3, size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
@@ -178,8 +131,8 @@ def main(argv=None):
     cache = cdata.data_dir() / "cache"
     ckpt_path = cache / "train_checkpoint.pt"
 
-    xtr, ytr = decode_split("train", cache)
-    xva, yva = decode_split("val", cache)
+    xtr, ytr = cdata.decode_split("train", cache)
+    xva, yva = cdata.decode_split("val", cache)
     if args.limit:
         keep = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed))[:args.limit]
         xtr, ytr = xtr[keep], ytr[keep]
@@ -225,8 +178,8 @@ def main(argv=None):
         bar = tqdm(range(steps_per_epoch), desc=f"{stage}epoch {epoch + 1}/{total_epochs} @{size}px", unit="batch")
         for step in bar:
             idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
-            xb = random_resized_crop(xtr[idx].float().div_(255), size, gen,
-                                     scale=FIXRES_CROP_SCALE if fixres else CROP_SCALE)
+            xb = cdata.random_resized_crop(xtr[idx].float().div_(255), size, gen,
+                                           scale=cdata.FIXRES_CROP_SCALE if fixres else cdata.CROP_SCALE)
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)   # pixels: the model normalises
             yb = ytr[idx].to(device)
             mix = not fixres and args.cutmix > 0 and torch.rand(1, generator=gen).item() < args.cutmix

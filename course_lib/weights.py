@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .imaging import make_grid
-from .models import conv_layers, get_layer  # noqa: F401  (conv_layers: also part of this module's API)
+from .layers import conv_layers, get_layer  # noqa: F401  (conv_layers: also part of this module's API)
 
 
 # --------------------------------------------------------------------------- getting the weights

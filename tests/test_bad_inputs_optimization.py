@@ -19,7 +19,7 @@ from course_lib import inversion as I
 from course_lib import optimize as O
 from course_lib import style as S
 from course_lib.inputs import check_perturbation, check_pixels, check_size
-from course_lib.models import CourseNet, _prepare
+from course_lib.models import CourseNet, prepare_model
 
 
 def _img(n=1, size=48, seed=0):
@@ -29,18 +29,18 @@ def _img(n=1, size=48, seed=0):
 def _tiny(dtype=torch.float32):
     torch.manual_seed(0)
     net = CourseNet(num_classes=10, blocks=((8,), (8,), (8, 8), (16, 16))).to(dtype)
-    return _prepare(net, [f"class {i}" for i in range(10)], 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    return prepare_model(net, [f"class {i}" for i in range(10)], 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
 
 
 # --------------------------------------------------------------------------- valid inputs that used to crash
 
-#: Each takes (model, image) and runs a short optimisation from that image.
+#: Each takes (model, image) and runs a short optimisation from that image; returns the image it made.
 RUNS = {
-    "style_transfer": lambda m, x: S.style_transfer(m, x, _img(seed=1), steps=2, progress=False),
+    "style_transfer": lambda m, x: S.style_transfer(m, x, _img(seed=1), steps=2, progress=False).image,
     "minimum_perturbation": lambda m, x: A.minimum_perturbation(m, x, 1, steps=2),
-    "texture_synthesis": lambda m, x: S.texture_synthesis(m, x, steps=2, progress=False),
-    "deepdream": lambda m, x: DD.deepdream(m, x, "relu2_1", octaves=2, steps=2, progress=False),
-    "invert": lambda m, x: I.invert(m, x, "relu2_1", steps=2, progress=False),
+    "texture_synthesis": lambda m, x: S.texture_synthesis(m, x, steps=2, progress=False).image,
+    "deepdream": lambda m, x: DD.deepdream(m, x, layer="relu2_1", octaves=2, steps=2, progress=False).image,
+    "invert": lambda m, x: I.invert(m, x, layer="relu2_1", steps=2, progress=False).image,
     "pgd": lambda m, x: A.pgd(m, x, 1, eps=0.03, steps=2),
 }
 LAYOUTS = {
@@ -63,8 +63,8 @@ def test_any_memory_layout_gives_the_contiguous_result(tiny_net, run, layout):
 def test_float64_models_make_float64_images(run):
     def go(model):
         if run == "class_visualization":
-            return C.class_visualization(model, 3, steps=3, size=32, progress=False)
-        return I.invert(model, _img(size=32).to(O.model_dtype(model)), "relu2_1", steps=3, progress=False)
+            return C.class_visualization(model, 3, steps=3, size=32, progress=False).image
+        return I.invert(model, _img(size=32).to(O.model_dtype(model)), layer="relu2_1", steps=3, progress=False).image
     out = go(_tiny(torch.float64))   # used to be refused: "image is torch.float32 but the model's weights are float64"
     assert out.dtype == torch.float64
     close(out, go(_tiny()), rtol=1e-3, floor=1e-3)
@@ -85,15 +85,15 @@ NEGATIVE = [
     (lambda m: C.class_visualization(m, 1, norm_percentile=150, steps=1, progress=False),
      r"^norm_percentile must be >= 0 and <= 100, got 150"),
     (lambda m: C.class_visualization(m, 1, steps=-3, progress=False), r"^steps must be an int >= 0, got -3"),
-    (lambda m: A.universal_perturbation(m, _img(4), 0.03, epochs=-1, progress=False), r"^epochs must be an int >= 0, got -1"),
-    (lambda m: A.universal_perturbation(m, _img(4), 0.03, lr=-0.01, progress=False), r"^lr must be >= 0"),
+    (lambda m: A.universal_perturbation(m, _img(4), xi=0.03, epochs=-1, progress=False), r"^epochs must be an int >= 0, got -1"),
+    (lambda m: A.universal_perturbation(m, _img(4), xi=0.03, lr=-0.01, progress=False), r"^lr must be >= 0"),
     (lambda m: A.pgd(m, _img(), 1, eps=0.03, steps=-1), r"^steps must be an int >= 0"),
-    (lambda m: A.minimum_perturbation(m, _img(), 1, c=-1), r"^c must be >= 0, got -1"),
-    (lambda m: I.invert(m, _img(), "relu2_1", tv_weight=-5, steps=1, progress=False), r"^tv_weight must be >= 0, got -5"),
-    (lambda m: I.invert(m, _img(), "relu2_1", l2_weight=-1, steps=1, progress=False), r"^l2_weight must be >= 0"),
-    (lambda m: DD.deepdream(m, _img(), "relu2_1", lr=-0.01, progress=False), r"^lr must be >= 0"),
-    (lambda m: DD.deepdream(m, _img(), "relu2_1", octaves=0, progress=False), r"^octaves must be an int >= 1, got 0"),
-    (lambda m: DD.deepdream(m, _img(), "relu2_1", octave_scale=0.5, progress=False), r"^octave_scale must be > 1"),
+    (lambda m: A.minimum_perturbation(m, _img(), 1, penalty=-1), r"^penalty must be >= 0, got -1"),
+    (lambda m: I.invert(m, _img(), layer="relu2_1", tv_weight=-5, steps=1, progress=False), r"^tv_weight must be >= 0, got -5"),
+    (lambda m: I.invert(m, _img(), layer="relu2_1", l2_weight=-1, steps=1, progress=False), r"^l2_weight must be >= 0"),
+    (lambda m: DD.deepdream(m, _img(), layer="relu2_1", lr=-0.01, progress=False), r"^lr must be >= 0"),
+    (lambda m: DD.deepdream(m, _img(), layer="relu2_1", octaves=0, progress=False), r"^octaves must be an int >= 1, got 0"),
+    (lambda m: DD.deepdream(m, _img(), layer="relu2_1", octave_scale=0.5, progress=False), r"^octave_scale must be > 1"),
     (lambda m: FS.perceptual_loss(m, _img(), style_weight=-1, tv_weight=1), r"^style_weight must be >= 0"),
     (lambda m: FS.train(FS.make_net(variant="compact"), m, _img(), None, steps=1, lr=-1e-3, progress=False),
      r"^lr must be >= 0"),
@@ -111,8 +111,8 @@ def test_negative_weights_steps_and_counts_are_refused(tiny_net, call, match):
 
 
 SINGLE_IMAGE = {
-    "deepdream": (lambda m, b: DD.deepdream(m, b, "relu2_1", steps=1, progress=False), "image"),
-    "invert": (lambda m, b: I.invert(m, b, "relu2_1", steps=1, progress=False), "image"),
+    "deepdream": (lambda m, b: DD.deepdream(m, b, layer="relu2_1", steps=1, progress=False), "image"),
+    "invert": (lambda m, b: I.invert(m, b, layer="relu2_1", steps=1, progress=False), "image"),
     "style_transfer content": (lambda m, b: S.style_transfer(m, b, _img(), steps=1, progress=False), "content image"),
     "style_transfer style": (lambda m, b: S.style_transfer(m, _img(), b, steps=1, progress=False), "style image"),
     "texture_synthesis": (lambda m, b: S.texture_synthesis(m, b, steps=1, progress=False), "style image"),
@@ -154,8 +154,8 @@ def test_a_perturbation_in_pixel_units_is_accepted_in_any_of_its_shapes(tiny_net
 
 def test_zero_is_a_valid_budget_and_step_size(tiny_net):
     x = _img(2)
-    assert torch.equal(A.fgsm(tiny_net, x, [1, 2], 0.0), x)
-    assert torch.equal(O.optimize(tiny_net, O.class_score(tiny_net, 0), O.PixelImage(x), steps=2, lr=0, progress=False), x)
+    assert torch.equal(A.fgsm(tiny_net, x, [1, 2], eps=0.0), x)
+    assert torch.equal(O.optimize(tiny_net, O.class_score(tiny_net, 0), O.PixelImage(x), steps=2, lr=0, progress=False).image, x)
 
 
 # --------------------------------------------------------------------------- confusing crashes, now clear errors
@@ -172,18 +172,18 @@ def test_the_smallest_size_comes_from_the_model_and_the_layers(tiny_net):
     assert O.smallest_size(tiny_net) == min(s for s in range(1, 65) if passes(s)) == 15
     assert O.smallest_size(tiny_net, ["relu1_1"]) == 1          # conv1 alone takes any image
     O.check_fits(tiny_net, 8, ["relu1_1"])                      # so an 8 x 8 image fits as far as relu1_1
-    assert S.texture_synthesis(tiny_net, _img(), size=8, layers=["relu1_1"], steps=1, progress=False).shape == (1, 3, 8, 8)
+    assert S.texture_synthesis(tiny_net, _img(), size=8, layers=["relu1_1"], steps=1, progress=False).image.shape == (1, 3, 8, 8)
 
 
 TOO_SMALL = {
     "scores": (lambda m: O.scores(m, _img(size=8)), "image"),
     "class_visualization": (lambda m: C.class_visualization(m, 1, size=8, steps=1, progress=False), "size"),
-    "invert": (lambda m: I.invert(m, _img(size=8), "relu4_1", steps=1, progress=False), "image"),
+    "invert": (lambda m: I.invert(m, _img(size=8), layer="relu4_1", steps=1, progress=False), "image"),
     "style_transfer": (lambda m: S.style_transfer(m, _img(size=8), _img(), steps=1, progress=False), "content image"),
     "style_targets": (lambda m: S.style_targets(m, _img(size=8)), "style image"),
     "texture_synthesis size": (lambda m: S.texture_synthesis(m, _img(), size=(8, 40), steps=1, progress=False), "size"),
     "pgd": (lambda m: A.pgd(m, _img(size=8), 1, eps=0.03), "the optimised image"),
-    "deepdream": (lambda m: DD.deepdream(m, _img(size=24), "relu4_1", steps=1, progress=False),
+    "deepdream": (lambda m: DD.deepdream(m, _img(size=24), layer="relu4_1", steps=1, progress=False),
                   r"the smallest octave \(3 octaves, octave_scale 1\.4\)"),
 }
 
@@ -197,8 +197,8 @@ def test_images_too_small_for_the_network_name_the_smallest_size(tiny_net, case)
 
 
 @pytest.mark.parametrize("call", [
-    lambda m: A.universal_perturbation(m, _img(4), 0.03, batch_size=0, progress=False),
-    lambda m: A.success_rates(m, _img(4), 0, [0.01], batch_size=0, progress=False),
+    lambda m: A.universal_perturbation(m, _img(4), xi=0.03, batch_size=0, progress=False),
+    lambda m: A.success_rates(m, _img(4), 0, epsilons=[0.01], batch_size=0, progress=False),
     lambda m: A.fooling_rate(m, _img(4), torch.zeros(1, 3, 48, 48), batch_size=0),
     lambda m: FS.photo_batches(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), 16, 0, 0),
 ], ids=["universal_perturbation", "success_rates", "fooling_rate", "photo_batches"])
@@ -227,7 +227,7 @@ def test_a_corrupt_or_incomplete_fast_style_record_names_the_file_and_the_key(tm
     ({"relu1_1": 1.0, "relu2_1": -2.0}, r"^weights\['relu2_1'\] must be >= 0, got -2"),
 ])
 def test_style_layer_weights_name_the_missing_layer(tiny_net, weights, match):
-    targets = S.style_targets(tiny_net, _img(), ["relu1_1", "relu2_1"])
+    targets = S.style_targets(tiny_net, _img(), layers=["relu1_1", "relu2_1"])
     with pytest.raises(ValueError, match=match):       # was a bare KeyError when the loss was first evaluated
         S.style_loss(targets, weights)
     S.style_loss(targets, {"relu1_1": 1.0, "relu2_1": 0.5, "relu3_1": 2.0})   # weights of other layers: ignored
@@ -277,7 +277,7 @@ class _Twice(nn.Module):
 
 
 def test_a_module_applied_twice_means_its_first_call_everywhere():
-    model = _prepare(_Twice(), [f"class {i}" for i in range(10)], 32, (0.5,) * 3, (0.25,) * 3, None)
+    model = prepare_model(_Twice(), [f"class {i}" for i in range(10)], 32, (0.5,) * 3, (0.25,) * 3, None)
     x = _img(2, size=16)
     with torch.no_grad():
         b, h = model.block, model.stem(x)   # (a model without a Normalize layer: it takes x as it is)
@@ -286,6 +286,6 @@ def test_a_module_applied_twice_means_its_first_call_everywhere():
     assert not torch.allclose(first, last)
     close(O.activations(model, x, "block.relu")["block.relu"], first)
     close(O.activations(model, x, ["block.relu", O.OUTPUT])["block.relu"], first)    # with the whole forward pass too
-    unit = O.channel(model, "block.relu", 1)
+    unit = O.channel(model, layer="block.relu", channel=1)
     close(O.evaluate(model, unit, x), first[:, 1].mean((-2, -1)))                     # stops after the first call
     close(O.evaluate(model, unit + 0.0 * O.class_score(model, 0), x), first[:, 1].mean((-2, -1)))  # runs to the end

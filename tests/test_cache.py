@@ -97,7 +97,7 @@ def test_course_cache_0_turns_it_off(monkeypatch):
 
 def optimised(x):
     out = x * 2
-    out.history = ["step 1", "step 2"]   # as course_lib.optimize attaches its History
+    out.note = "a Python attribute"   # dropped: a kept tensor is only its data
     return out, [1, 2.5, "a", None, {"k": x}]
 
 
@@ -106,10 +106,28 @@ def test_results_are_kept_as_plain_loadable_data():
     first = cache.remember(optimised, x)
     second = cache.remember(optimised, x)
     for r in (first, second):
-        assert not hasattr(r[0], "history") and torch.equal(r[0], x * 2)
+        assert not hasattr(r[0], "note") and torch.equal(r[0], x * 2)
         assert r[1][:4] == [1, 2.5, "a", None] and torch.equal(r[1][4]["k"], x)
     (f,) = cache.cache_dir().glob("optimised-*.pt")
     torch.load(f, weights_only=True)   # readable without unpickling arbitrary objects
+
+
+def test_an_optimisation_is_kept_with_its_history(tiny_net):
+    from course_lib.class_viz import class_visualization
+    from course_lib.optimize import History, Optimized
+
+    run = dict(steps=3, size=32, progress=False)
+    computed = class_visualization(tiny_net, 2, **run)
+    first = cache.remember(class_visualization, tiny_net, 2, **run)
+    second = cache.remember(class_visualization, tiny_net, 2, **run)   # read from disk
+    (f,) = cache.cache_dir().glob("class_visualization-*.pt")
+    with torch.serialization.safe_globals(list(cache.KEPT_CLASSES)):   # as remember reads it
+        stored = torch.load(f, weights_only=True)
+    for r in (first, second, stored):
+        assert type(r) is Optimized and type(r.history) is History
+        image, history = r
+        assert torch.equal(image, computed.image) and history == computed.history
+        assert len(history.objective) == 3 and history.evaluations == [1, 2, 3]
 
 
 def test_a_result_that_cannot_be_kept_safely_is_refused():

@@ -8,7 +8,8 @@ from torch import nn
 
 from conftest import close
 from course_lib.cam import CAMNotApplicableError, cam, default_cam_layer, gap_and_fc, grad_cam, guided_grad_cam
-from course_lib.models import _prepare, get_layer, mean_colour
+from course_lib.layers import get_layer
+from course_lib.models import prepare_model, mean_colour
 
 
 def _x(model, seed=0):
@@ -76,8 +77,8 @@ def test_grad_cam_matches_pytorch_grad_cam_raw_map(net):
 
 
 def test_cam_on_a_model_without_gap_fc_explains_and_points_to_grad_cam():
-    vgg = _prepare(torchvision.models.vgg11(), [str(i) for i in range(1000)], 64,
-                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    vgg = prepare_model(torchvision.models.vgg11(), [str(i) for i in range(1000)], 64,
+                        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     with pytest.raises(CAMNotApplicableError, match="Grad-CAM") as e:
         cam(vgg, torch.rand(1, 3, 64, 64))
     assert "global average pooling" in str(e.value)
@@ -87,8 +88,8 @@ def test_cam_on_a_model_without_gap_fc_explains_and_points_to_grad_cam():
 
 def test_cam_works_for_resnet_too():
     torch.manual_seed(0)
-    r = _prepare(torchvision.models.resnet18(), [str(i) for i in range(1000)], 64,
-                 (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    r = prepare_model(torchvision.models.resnet18(), [str(i) for i in range(1000)], 64,
+                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     x = torch.rand(1, 3, 64, 64)
     m = cam(r, x, target=7, size=False)
     close(grad_cam(r, x, layer="layer4", target=7, size=False), m / m.numel(), rtol=1e-4, floor=1e-5)
@@ -144,7 +145,7 @@ class _GapNet(nn.Module):
 
 def _gap_net(head):
     torch.manual_seed(0)
-    return _prepare(_GapNet(head), [str(i) for i in range(6)], 16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    return prepare_model(_GapNet(head), [str(i) for i in range(6)], 16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
 
 
 def test_cam_finds_a_linear_layer_named_head_by_structure():

@@ -651,3 +651,30 @@ def test_image_from_bytes_reads_uploads_and_rejects_other_files():
     assert im.mode == "RGB" and im.size == (15, 10) and im.getpixel((0, 0)) == (10, 20, 30)
     with pytest.raises(ValueError, match="not an image file"):
         image_from_bytes(b"GIF89a but not really")
+
+
+# --------------------------------------------------------------------------- training data
+
+def test_decode_split_gives_uint8_224_images_and_keeps_them(imagenette_mirror, cache, monkeypatch):
+    import torch
+
+    x, y = data.decode_split("val", cache / "decoded")
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (10, 3, 224, 224) and y.tolist() == list(range(10))
+    assert (cache / "decoded" / "imagenette_val_224.npz").exists()
+    monkeypatch.setattr(data, "imagenette", lambda split: pytest.fail("decoded again instead of read"))
+    x2, y2 = data.decode_split("val", cache / "decoded")
+    assert torch.equal(x2, x) and torch.equal(y2, y)
+
+
+def test_random_resized_crop_shapes_and_range():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 224, 224)
+    before = x.clone()
+    out = data.random_resized_crop(x, 96, g)
+    assert out.shape == (5, 3, 96, 96)
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+    assert torch.equal(x, before)
+    # a constant image stays constant whatever the crop
+    assert torch.allclose(data.random_resized_crop(torch.full((2, 3, 50, 50), 0.3), 32, g), torch.tensor(0.3))

@@ -134,7 +134,7 @@ PARTIAL_GRAD_CAM_BUG = ("return torch.relu(", "return (")  # forgets Grad-CAM's 
 
 LOOP = "def cam(model, x, target=None):\n    while True:       # never returns\n        pass\n"
 
-MEMORY = ("def grad_cam(model, x, layer, target=None):\n    hoard = []\n    while True:\n"
+MEMORY = ("def grad_cam(model, x, target=None, *, layer):\n    hoard = []\n    while True:\n"
           "        hoard.append(torch.ones(64 << 20))     # 256 MiB more, every time\n")
 
 HANG = ("import time\nwhile True:             # an endless loop that even swallows the interrupt\n"
@@ -246,7 +246,8 @@ def _snapshot(paths) -> dict[str, str]:
 
 
 def _orphaned_sandbox_processes() -> list[str]:
-    """Sandboxed runners that no grading process owns any more (a leak; other graders' live runs are fine)."""
+    """Sandboxed grading processes (grader.student, grader.judge) that no grading run owns any more (a leak;
+    other graders' live runs are fine)."""
     procs = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -258,7 +259,7 @@ def _orphaned_sandbox_processes() -> list[str]:
             procs[int(d)] = (ppid, cmd)
     orphans = []
     for pid, (ppid, cmd) in procs.items():
-        if "grader.student_runner" not in cmd and "grader.test_runner" not in cmd:
+        if "grader.student" not in cmd and "grader.judge" not in cmd:
             continue
         chain, p = [], ppid
         while p in procs and p > 1:
@@ -303,7 +304,7 @@ def cycle(tmp_path_factory, grader_ready):
     submit(course, "partial", CAM, {"cam": ref["cam"], "grad_cam": ref["grad_cam"].replace(*PARTIAL_GRAD_CAM_BUG)})
     submit(course, "loop", CAM, {"cam": LOOP, "grad_cam": ref["grad_cam"]})
     submit(course, "memory", CAM, {"cam": ref["cam"], "grad_cam": MEMORY})
-    submit(course, "tamper", CAM, {"cam": TAMPER, "grad_cam": "def grad_cam(model, x, layer, target=None):\n"
+    submit(course, "tamper", CAM, {"cam": TAMPER, "grad_cam": "def grad_cam(model, x, target=None, *, layer):\n"
                                                               "    return torch.zeros(8, 8)\n"},
            edit=tamper_with_cells)
     submit(course, "escape", CAM, {"cam": ESCAPE.format(params=params)})

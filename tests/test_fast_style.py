@@ -201,10 +201,9 @@ def test_every_shipped_network_paints_its_style(style, norm, variant, course_mod
 def test_the_train_command_writes_weights_and_a_record_that_load(tiny_net, tmp_path, monkeypatch):
     """``python -m course_lib.fast_style train`` end to end, on a tiny loss network and photo set."""
     import course_lib.models
-    import course_lib.train
 
     monkeypatch.setattr(course_lib.models, "load_model", lambda name, device=None: tiny_net)
-    monkeypatch.setattr(course_lib.train, "decode_split", lambda split, cache: (_photos(16, 40), torch.zeros(16)))
+    monkeypatch.setattr(D, "decode_split", lambda split, cache: (_photos(16, 40), torch.zeros(16)))
     monkeypatch.setattr(FS, "_held_out_photos", lambda n, size: [torch.rand(1, 3, 48, 48) for _ in range(n)])
     monkeypatch.setattr(FS, "_style_image", lambda name, size: torch.rand(1, 3, 48, 48))
     monkeypatch.setattr(D, "data_dir", lambda: tmp_path)
@@ -223,12 +222,12 @@ def test_vgg16_works_as_the_loss_network():
     """--loss-model vgg16: Gatys's VGG layers (relu1_1..relu5_1, content relu4_2) are used and training runs."""
     import torchvision
 
-    from course_lib.models import _prepare
+    from course_lib.models import prepare_model
 
     torch.manual_seed(0)
-    vgg = _prepare(torchvision.models.vgg16(), [str(i) for i in range(1000)], 224,
-                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
-    j = FS.perceptual_loss(vgg, torch.rand(1, 3, 48, 48), 1.0, 1.0)
+    vgg = prepare_model(torchvision.models.vgg16(), [str(i) for i in range(1000)], 224,
+                        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    j = FS.perceptual_loss(vgg, torch.rand(1, 3, 48, 48), style_weight=1.0, tv_weight=1.0)
     assert set(j.layers) == {"relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"}
     net = FS.make_net("instance", "compact")
     losses = FS.train(net, vgg, torch.rand(1, 3, 48, 48), FS.photo_batches(_photos(), 32, 2, 0), steps=2,

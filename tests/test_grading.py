@@ -116,7 +116,8 @@ def test_random_image_is_pixels_that_every_method_accepts():
 
 
 def test_tiny_net_normalises_its_own_input():
-    from course_lib.models import IMAGENET_MEAN, IMAGENET_STD, CourseNet, Normalize, lecture_names, mean_colour
+    from course_lib.layers import lecture_names
+    from course_lib.models import IMAGENET_MEAN, IMAGENET_STD, CourseNet, Normalize, mean_colour
 
     net = tiny_net(0, input_size=32)
     assert isinstance(net, CourseNet) and isinstance(net.normalize, Normalize)

@@ -110,7 +110,8 @@ def test_audit_hides_the_known_implementations(audits, assignment):
     assert any(h.split("  ")[0].endswith("." + name) for h in a.hits[unit]), a.hits[unit]
     # nothing the notebook needs is hidden: core libraries, what their import loads, the set-up cells' imports
     hidden = list(dict.fromkeys(explicit + a.hidden))
-    for core in list(hide.CORE) + ["course_lib.models", "course_lib.imaging", "course_lib.data", "course_lib.grading"]:
+    for core in list(hide.CORE) + ["course_lib.models", "course_lib.layers", "course_lib.imaging", "course_lib.figures",
+                                   "course_lib.data", "course_lib.grading"]:
         assert core not in hidden, f"{assignment}: {core} would be hidden"
     for m in _setup_imports(nb) | set(hide.BASE_IMPORTS):
         assert _under(m, hidden) is None, f"{assignment}: the set-up imports {m}, which {_under(m, hidden)} hides"

@@ -1,4 +1,4 @@
-"""Tests for course_lib.imaging: images in and out of a model, grids, heatmaps, plotting."""
+"""Tests for course_lib.imaging (images in and out of a model, grids) and course_lib.figures (heatmaps, plotting)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,9 +11,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from course_lib.imaging import (  # noqa: E402
-    MISTAKE, crop_padding, heatmap_scales, make_grid, overlay_heatmap, prediction_title, preprocess, rescale,
-    show_heatmap, show_heatmaps, show_image, show_image_groups, show_images, to_array, to_tensor)
+from course_lib.figures import (  # noqa: E402
+    MISTAKE, crop_padding, heatmap_scales, overlay_heatmap, prediction_title, show_heatmap, show_heatmaps, show_image,
+    show_image_groups, show_images)
+from course_lib.imaging import make_grid, preprocess, rescale, to_array, to_tensor  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

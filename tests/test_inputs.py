@@ -293,3 +293,41 @@ def test_preprocess_size_is_checked_by_the_shared_check():
         preprocess(img, size=0)
     with pytest.raises(TypeError, match="size must be an int, got float"):
         preprocess(img, size=4.0)
+
+
+# ---- one calling convention: method(model, x, target=None, *, layer=None, channel=None, ...) -----------------
+
+def _convention_methods():
+    import inspect
+
+    from course_lib import cam, neighbors, occlusion, patches, saliency, saliency_eval
+    return inspect, {
+        "cam.cam": cam.cam, "cam.grad_cam": cam.grad_cam, "cam.guided_grad_cam": cam.guided_grad_cam,
+        "occlusion.occlusion": occlusion.occlusion, "saliency.gradient": saliency.gradient,
+        "saliency.vanilla_saliency": saliency.vanilla_saliency, "saliency.smoothgrad": saliency.smoothgrad,
+        "saliency.integrated_gradients": saliency.integrated_gradients,
+        "saliency.guided_backprop": saliency.guided_backprop, "saliency.compute_saliency": saliency.compute_saliency,
+        "saliency.top_channels": saliency.top_channels, "patches.unit_gradient": patches.unit_gradient,
+        "neighbors.classifier_features": neighbors.classifier_features,
+        "saliency_eval.randomization_test": saliency_eval.randomization_test}
+
+
+def test_every_method_reads_model_x_target_then_keywords():
+    """The class is the third argument and is called ``target``; ``layer`` and ``channel`` (and every option)
+    are keyword-only, so ``grad_cam(model, x, 3)`` can only mean class 3."""
+    inspect, methods = _convention_methods()
+    for name, fn in methods.items():
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params[:2]] == ["model", "x"], name
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional[2:] in ([], ["target"], ["methods", "target"]), f"{name}: positional {positional}"
+        for p in params:
+            if p.name in ("layer", "channel", "position", "k", "patch", "stride", "method", "n_samples", "steps"):
+                assert p.kind is p.KEYWORD_ONLY, f"{name}: {p.name} must be keyword-only"
+
+
+def test_a_layer_passed_where_the_class_goes_says_to_name_it(tiny_net):
+    from course_lib.cam import grad_cam
+
+    with pytest.raises(TypeError, match=r"layer='relu4_2'"):
+        grad_cam(tiny_net, torch.rand(1, 3, 64, 64), "relu4_2")

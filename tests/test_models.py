@@ -9,10 +9,10 @@ import torchvision
 from torch import nn
 
 from conftest import close
-from course_lib import models
+from course_lib import layers, models, predict
 from course_lib.data import ChecksumError
-from course_lib.models import (CourseNet, ModelUnavailableError, fold_batch_norm, get_layer, layer_table,
-                               lecture_names, load_course_model, load_model, record_activations)
+from course_lib.layers import get_layer, layer_table, lecture_names, record_activations
+from course_lib.models import CourseNet, ModelUnavailableError, fold_batch_norm, load_course_model, load_model
 
 
 # ---------------------------------------------------------------- the shipped course model
@@ -55,7 +55,7 @@ def test_course_model_record_describes_the_weights(course_model):
 
 def test_course_model_accuracy_on_a_fixed_val_subset(course_model, val_set):
     from course_lib.data import spread_indices
-    logits, labels = models.predict_dataset(course_model, val_set, spread_indices(len(val_set), 400), progress=False)
+    logits, labels = predict.predict_dataset(course_model, val_set, spread_indices(len(val_set), 400), progress=False)
     acc = (logits.argmax(1) == labels).float().mean().item()
     assert set(labels.tolist()) == set(range(10))
     assert acc >= 0.75, f"accuracy {acc:.3f} on 400 val images"
@@ -240,7 +240,7 @@ def test_load_model_course_prints_normalize_first(course_model):
 
 
 def test_layer_lists_leave_normalize_out(course_model):
-    from course_lib.models import conv_layers, conv_stages, feature_layers, unit_layers
+    from course_lib.layers import conv_layers, conv_stages, feature_layers, unit_layers
 
     for names in (feature_layers(course_model), conv_stages(course_model), unit_layers(course_model),
                   conv_layers(course_model)):
@@ -369,11 +369,11 @@ def test_course_model_runs_channels_last_with_the_same_outputs(course_model):
 
 def _dropout_model():
     """A model whose train-mode answers are random: dropout before the classifier."""
-    from course_lib.models import _prepare
+    from course_lib.models import prepare_model
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 8 * 8, 4))
-    return _prepare(net, ["a", "b", "c", "d"], 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), None)
+    return prepare_model(net, ["a", "b", "c", "d"], 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), None)
 
 
 class _Photos:
@@ -396,33 +396,33 @@ def test_classify_and_predict_dataset_run_in_eval_mode_and_restore_each_flag():
     net[2].eval()                                  # a submodule with a mode of its own
     flags = [m.training for m in net.modules()]
     photos = _Photos()
-    answers = [models.classify(net, photos[0][0], k=4) for _ in range(3)]
+    answers = [predict.classify(net, photos[0][0], k=4) for _ in range(3)]
     assert answers[0] == answers[1] == answers[2]  # dropout off: the same answer every call
-    logits = [models.predict_dataset(net, photos, batch_size=2, progress=False)[0] for _ in range(2)]
+    logits = [predict.predict_dataset(net, photos, batch_size=2, progress=False)[0] for _ in range(2)]
     assert torch.equal(logits[0], logits[1])
     assert [m.training for m in net.modules()] == flags
     net.eval()
-    assert models.classify(net, photos[0][0], k=4) == answers[0]
-    close(models.predict_dataset(net, photos, progress=False)[0], logits[0])  # (another batch size)
+    assert predict.classify(net, photos[0][0], k=4) == answers[0]
+    close(predict.predict_dataset(net, photos, progress=False)[0], logits[0])  # (another batch size)
 
 
 def test_classify_and_predict_dataset_check_their_numbers():
     import numpy as np
 
     net, photos = _dropout_model(), _Photos(2)
-    assert len(models.classify(net, photos[0][0], k=np.int64(2))) == 2
-    assert len(models.classify(net, photos[0][0], k=99)) == 4
+    assert len(predict.classify(net, photos[0][0], k=np.int64(2))) == 2
+    assert len(predict.classify(net, photos[0][0], k=99)) == 4
     with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
-        models.classify(net, photos[0][0], k=0)
+        predict.classify(net, photos[0][0], k=0)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
-        models.predict_dataset(net, photos, batch_size=0, progress=False)
+        predict.predict_dataset(net, photos, batch_size=0, progress=False)
 
 
 # ---------------------------------------------------------------- issue 17: lecture names of every model
 
 @pytest.mark.parametrize("name", ["resnet18", "squeezenet1_1", "alexnet", "vgg16"])
 def test_feature_layers_of_every_imagenet_model_are_feature_maps_in_depth_order(name):
-    from course_lib.models import feature_layers, last_conv_stage, lecture_names
+    from course_lib.layers import feature_layers, last_conv_stage, lecture_names
 
     net = torchvision.models.get_model(name).eval()
     names = lecture_names(net)
@@ -439,7 +439,7 @@ def test_feature_layers_of_every_imagenet_model_are_feature_maps_in_depth_order(
     assert all(acts[n].ndim == 4 for n in layers)
     expected = {"resnet18": "layer4", "squeezenet1_1": "fire9", "alexnet": "relu5", "vgg16": "relu5_3"}
     assert last_conv_stage(net) == expected[name]
-    from course_lib.models import conv_stages, unit_layers
+    from course_lib.layers import conv_stages, unit_layers
     assert conv_stages(net) == [n for n in layers if not n.startswith("pool")]
     # units: the named convolutions where names cover them all, else the stages (blocks are not one chain)
     first_units = {"resnet18": "relu1", "squeezenet1_1": "relu1", "alexnet": "conv1", "vgg16": "conv1_1"}
@@ -450,7 +450,7 @@ def test_feature_layers_of_every_imagenet_model_are_feature_maps_in_depth_order(
 
 
 def test_feature_layers_of_an_unknown_model_is_a_clear_error():
-    from course_lib.models import feature_layers
+    from course_lib.layers import feature_layers
 
     with pytest.raises(ValueError, match="no known feature layers"):
         feature_layers(nn.Sequential(nn.Conv2d(3, 4, 3)))
@@ -503,3 +503,76 @@ def test_a_model_with_normalization_pickles_even_into_a_fresh_process(tmp_path):
             "torch.testing.assert_close(net(d['x']), d['want'], rtol=1e-5, atol=1e-6); print('ok')" % (tmp_path / "net.pt"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- issue 26: one table of architecture facts
+
+@pytest.mark.parametrize("name", ["course", "vgg11", "vgg16", "alexnet", "resnet18", "squeezenet1_1"])
+def test_every_family_s_facts_are_real_layers(name, tiny_net):
+    """Each fact of the table names real layers of a random-weight model: the style and content layers and
+    the stages give feature maps, the head and the classifier come after them, receptive fields reach the
+    last stage through the family's chain."""
+    from course_lib.neighbors import classifier_layer
+    from course_lib.patches import receptive_field
+
+    net = tiny_net if name == "course" else models.with_normalization(torchvision.models.get_model(name, weights=None))
+    family = layers.architecture(net)
+    assert family is layers.ARCHITECTURES[type(net).__name__]
+    names = list(lecture_names(net))
+    stages, head = layers.conv_stages(net), names.index(family.head)
+    maps = [*family.style_layers, family.content_layer, *layers.feature_layers(net)]
+    assert all(names.index(n) < head for n in maps + stages) and names.index(family.classifier) >= head
+    with torch.no_grad(), record_activations(net, maps + [family.head, family.classifier]) as acts:
+        scores = net(torch.rand(1, 3, 64, 64))
+    assert all(acts[n].ndim == 4 for n in maps)
+    assert classifier_layer(net) == family.classifier and acts[family.classifier].shape[1] == scores.shape[1]
+    assert stages and all(n.startswith(family.stages) for n in stages)
+    assert receptive_field(net, stages[-1]).size > receptive_field(net, stages[0]).size
+    expected_units = layers.conv_layers(net) if family.plain_chain else stages
+    assert layers.unit_layers(net) == expected_units and set(expected_units) <= set(names)
+
+
+def test_a_subclass_finds_its_family_and_an_unknown_family_gets_a_clear_error():
+    class MyVGG(torchvision.models.VGG):
+        pass
+
+    vgg = MyVGG(torchvision.models.vgg.make_layers([8, "M", 8, "M"]), num_classes=3)
+    assert layers.architecture(vgg) is layers.ARCHITECTURES["VGG"] and "conv2_1" in lecture_names(vgg)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3))
+    assert layers.architecture(seq, None) is None and lecture_names(seq) == {}
+    with pytest.raises(ValueError, match=r"no architecture facts for a Sequential: .*CourseNet, VGG.*\. Either pass "
+                                         r"layer names .*yourself, or .*course_lib\.layers\.ARCHITECTURES"):
+        layers.architecture(seq)
+
+
+def test_a_new_family_is_one_entry(monkeypatch):
+    """Describe a new family once, in ARCHITECTURES: every method then finds its layers."""
+    from course_lib.cam import default_cam_layer
+    from course_lib.neighbors import classifier_layer
+    from course_lib.patches import receptive_field
+    from course_lib.style import default_layers
+
+    class TwoConvs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.ReLU())
+            self.gap, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.gap(self.body(x)), 1))
+
+    def names(model):
+        return {"conv1": "body.0", "relu1": "body.1", "pool1": "body.2", "conv2": "body.3", "relu2": "body.4",
+                "gap": "gap", "fc": "fc"}
+
+    net = TwoConvs()
+    with pytest.raises(ValueError, match="no known feature layers for a TwoConvs"):
+        layers.feature_layers(net)
+    monkeypatch.setitem(layers.ARCHITECTURES, "TwoConvs", layers.Architecture(
+        names, stages=("relu",), head="gap", classifier="fc", plain_chain=True, style_layers=("relu1", "relu2"),
+        content_layer="relu2", chain="body"))
+    assert layers.feature_layers(net) == ["relu1", "pool1", "relu2"] and layers.unit_layers(net) == ["conv1", "conv2"]
+    assert default_cam_layer(net) == "relu2" and classifier_layer(net) == "fc"
+    assert default_layers(net) == (("relu1", "relu2"), "relu2")
+    assert receptive_field(net, "relu2").size == 3 + 1 + 2 * 2     # 3x3 conv, 2x2/2 pool, 3x3 conv at jump 2
+    assert get_layer(net, "conv2") is net.body[3]

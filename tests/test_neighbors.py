@@ -364,7 +364,7 @@ def test_squeezenet_features_are_its_pooled_conv10_input():
     averaged over positions (512 numbers), the same as pooling fire9's output by hand."""
     import torchvision
 
-    from course_lib.models import get_layer, record_activations
+    from course_lib.layers import get_layer, record_activations
     from course_lib.neighbors import classifier_features, classifier_layer
 
     net = torchvision.models.squeezenet1_1().eval()

@@ -61,7 +61,7 @@ def photos(val_set):
 def test_matches_captum_on_course_model(course_model, photos, patch, stride, fill, score):
     x = preprocess(photos[1], course_model)
     target = int(course_model(x).argmax())
-    ours = occlusion(course_model, x, target, patch, stride, fill=fill, score=score, progress=False)
+    ours = occlusion(course_model, x, target, patch=patch, stride=stride, fill=fill, score=score, progress=False)
     ref = captum_occlusion(course_model, x, target, patch, stride, fill, score)
     assert ours.shape == (1, 128, 128)
     assert ref.abs().max() > 1e-3  # a real signal, not two maps of zeros
@@ -81,7 +81,7 @@ def test_matches_captum_on_tiny_net(tiny_net, patch, stride, fill, score, size):
     torch.manual_seed(3)
     x = torch.rand(2, 3, size, size)
     targets = [4, 7]
-    ours = occlusion(tiny_net, x, targets, patch, stride, fill=fill, score=score, batch_size=16, progress=False)
+    ours = occlusion(tiny_net, x, targets, patch=patch, stride=stride, fill=fill, score=score, batch_size=16, progress=False)
     ref = captum_occlusion(tiny_net, x, torch.tensor(targets), patch, stride, fill, score)
     assert ref.abs().max() > 0
     close(ours, ref, rtol=1e-4, floor=1e-5, scale=score_scale(tiny_net, x, score))  # other batches than captum's
@@ -100,9 +100,9 @@ def test_window_starts_like_captum():
 def test_batch_size_and_default_target(tiny_net):
     torch.manual_seed(0)
     x = torch.rand(1, 3, 40, 40)
-    a = occlusion(tiny_net, x, None, 8, 4, batch_size=1, progress=False)
-    b = occlusion(tiny_net, x, int(tiny_net(x).argmax()), 8, 4, batch_size=7, progress=False)
-    c = occlusion(tiny_net, x[0], None, 8, 4, batch_size=1000, progress=False)
+    a = occlusion(tiny_net, x, None, patch=8, stride=4, batch_size=1, progress=False)
+    b = occlusion(tiny_net, x, int(tiny_net(x).argmax()), patch=8, stride=4, batch_size=7, progress=False)
+    c = occlusion(tiny_net, x[0], None, patch=8, stride=4, batch_size=1000, progress=False)
     scale = score_scale(tiny_net, x, "prob")  # other batch sizes: other kernels
     close(a, b, rtol=1e-5, floor=1e-6, scale=scale)
     close(a, c, rtol=1e-5, floor=1e-6, scale=scale)
@@ -112,15 +112,15 @@ def test_leaves_model_and_input_alone(tiny_net):
     tiny_net.train()
     x = torch.rand(1, 3, 32, 32)
     x0 = x.clone()
-    occlusion(tiny_net, x, 1, 8, 4, progress=False)
+    occlusion(tiny_net, x, 1, patch=8, stride=4, progress=False)
     assert torch.equal(x, x0)
     assert all(m.training for m in tiny_net.modules())
     assert all(p.grad is None for p in tiny_net.parameters())
 
 
 def test_pil_image_in(course_model, photos):
-    ours = occlusion(course_model, photos[0], 0, 32, 32, progress=False)
-    ref = occlusion(course_model, preprocess(photos[0], course_model), 0, 32, 32, progress=False)
+    ours = occlusion(course_model, photos[0], 0, patch=32, stride=32, progress=False)
+    ref = occlusion(course_model, preprocess(photos[0], course_model), 0, patch=32, stride=32, progress=False)
     assert torch.equal(ours, ref)
     fig = show_occlusion(photos[0].resize((128, 128)), ours[0])
     assert len(fig.axes) == 3  # signed map, its colour bar, overlay
@@ -214,12 +214,12 @@ def test_a_numeric_fill_is_a_grey_level_in_0_1(tiny_net, bad):
 def test_the_fills_are_pixel_colours(tiny_net):
     """"mean" is the model's own mean colour (what its Normalize maps to 0), "black" is pixel 0; both as the
     explicit pixel images they stand for, each window filled by hand."""
-    from course_lib.models import CourseNet, _prepare
+    from course_lib.models import CourseNet, prepare_model
 
     torch.manual_seed(1)
     mean = (0.25, 0.5, 0.75)                              # not ImageNet's: the fill must follow the model
-    net = _prepare(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 16, mean,
-                   (0.229, 0.224, 0.225), None)
+    net = prepare_model(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 16, mean,
+                        (0.229, 0.224, 0.225), None)
     net = decisive(net)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     for fill, colour in (("mean", mean), ("black", (0.0, 0.0, 0.0)), (0.5, (0.5, 0.5, 0.5))):

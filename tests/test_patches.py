@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from conftest import close
-from course_lib.models import BlurMaxPool2d, lecture_names
+from course_lib.layers import lecture_names
+from course_lib.models import BlurMaxPool2d
 from course_lib.patches import (ActivationScan, ReceptiveField, crop_patch, draw_receptive_fields,
                                 receptive_field, receptive_fields, scan_activations, show_top_patches,
                                 top_patches, unit_gradient)
@@ -149,7 +150,7 @@ def test_gradient_support_of_the_real_network_lies_inside_the_box(tiny_net):
         h = a.shape[-1]
         for i, j in [(0, 0), (h - 1, 1), (h // 2, h // 2)]:
             channel = int(a[0, :, i, j].argmax())       # a unit that is on (random weights leave many off)
-            g = unit_gradient(tiny_net, x, layer, channel, i, j)
+            g = unit_gradient(tiny_net, x, layer=layer, channel=channel, position=(i, j))
             top, left, bottom, right = rf.box(i, j, 64)
             inside = torch.zeros(64, 64, dtype=torch.bool)
             inside[top:bottom, left:right] = True
@@ -164,17 +165,17 @@ def test_unit_gradient_leaves_model_and_input_alone(tiny_net):
     tiny_net.train()
     x = torch.rand(1, 3, 64, 64)
     x0 = x.clone()
-    g = unit_gradient(tiny_net, x, "conv3_1", 0, 2, 2)
+    g = unit_gradient(tiny_net, x, layer="conv3_1", channel=0, position=(2, 2))
     assert g.shape == (3, 64, 64)
     assert tiny_net.training and all(m.training for m in tiny_net.modules())
     assert torch.equal(x, x0) and not x.requires_grad
     assert all(p.grad is None for p in tiny_net.parameters())
     with pytest.raises(ValueError, match="out of range"):
-        unit_gradient(tiny_net, x, "conv3_1", 8, 0, 0)
+        unit_gradient(tiny_net, x, layer="conv3_1", channel=8, position=(0, 0))
     with pytest.raises(ValueError, match="outside"):
-        unit_gradient(tiny_net, x, "conv3_1", 0, 8, 0)
+        unit_gradient(tiny_net, x, layer="conv3_1", channel=0, position=(8, 0))
     with pytest.raises(ValueError, match="RGBA"):
-        unit_gradient(tiny_net, torch.rand(1, 4, 64, 64), "conv3_1", 0, 0, 0)
+        unit_gradient(tiny_net, torch.rand(1, 4, 64, 64), layer="conv3_1", channel=0, position=(0, 0))
 
 
 def test_clear_errors(course_model):
@@ -371,13 +372,13 @@ def test_receptive_fields_through_residual_blocks_and_fire_modules(name, layer, 
     x = torch.rand(1, 3, S, S, dtype=torch.float64)
     net = net.double()
     with torch.no_grad():
-        from course_lib.models import record_activations
+        from course_lib.layers import record_activations
         with record_activations(net, [layer]) as acts:
             net(x)
     h, w = acts[layer].shape[-2:]
     i, j = h // 2, w // 2
     channel = int(acts[layer][0, :, i, j].argmax())    # a unit that is on: its ReLUs pass gradients
-    g = unit_gradient(net, x, layer, channel, i, j).abs().sum(0)
+    g = unit_gradient(net, x, layer=layer, channel=channel, position=(i, j)).abs().sum(0)
     top, left, bottom, right = rf.box(i, j, S)
     inside = torch.zeros_like(g, dtype=torch.bool)
     inside[top:bottom, left:right] = True
@@ -399,7 +400,7 @@ def test_unit_gradient_goes_through_the_models_normalize_layer(tiny_net):
     for layer, (i, j) in [("conv1_1", (10, 12)), ("relu3_2", (3, 5)), ("conv4_2", (2, 1))]:
         with torch.no_grad():
             channel = int(_up_to(tiny_net, layer)(x)[0, :, i, j].argmax())     # a unit that is on
-        ours = unit_gradient(tiny_net, x, layer, channel, i, j)
+        ours = unit_gradient(tiny_net, x, layer=layer, channel=channel, position=(i, j))
         expected = gradient(tiny_net, x, layer=layer, channel=channel, position=(i, j))
         assert expected.abs().sum() > 0
         close(ours, expected, rtol=1e-5, floor=1e-6)
@@ -416,7 +417,7 @@ def test_unit_gradient_through_with_normalization_on_a_torchvision_model():
     assert receptive_field(net, "conv3_1") == rf_before                 # normalize is pointwise
     assert "normalize" not in receptive_fields(net, "conv3_1")
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    ours = unit_gradient(net, x, "conv3_1", 5, 7, 8)
+    ours = unit_gradient(net, x, layer="conv3_1", channel=5, position=(7, 8))
     close(ours, gradient(net, x, layer="conv3_1", channel=5, position=(7, 8)), rtol=1e-5, floor=1e-6)
 
 
@@ -433,4 +434,4 @@ def test_normalize_is_left_out_of_the_receptive_field_table(course_model, tiny_n
 def test_unit_gradient_and_scans_refuse_a_normalised_image(tiny_net):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalised by hand.*pass the pixels instead"):
-        unit_gradient(tiny_net, tiny_net.normalize(x), "conv3_1", 0, 2, 2)
+        unit_gradient(tiny_net, tiny_net.normalize(x), layer="conv3_1", channel=0, position=(2, 2))

@@ -332,7 +332,7 @@ def test_target_none_is_the_predicted_class(tiny_net):
 def test_wrong_shapes(tiny_net, shape, match):
     for method in S.METHODS:
         with pytest.raises(ValueError, match=match):
-            S.compute_saliency(tiny_net, torch.zeros(shape), method, 0)
+            S.compute_saliency(tiny_net, torch.zeros(shape), 0, method=method)
 
 
 def test_wrong_types_and_targets(tiny_net):
@@ -367,7 +367,7 @@ def test_wrong_types_and_targets(tiny_net):
     with pytest.raises(ValueError, match="baseline"):
         S.integrated_gradients(tiny_net, x, 0, baseline=torch.zeros(1, 3, 8, 8))
     with pytest.raises(KeyError, match="unknown method"):
-        S.compute_saliency(tiny_net, x, "deconvnet", 0)
+        S.compute_saliency(tiny_net, x, 0, method="deconvnet")
     with pytest.raises(ValueError, match="no nn.ReLU"):
         S.guided_backprop(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()).eval(), torch.zeros(1, 3, 3, 3), 0)
 
@@ -375,20 +375,22 @@ def test_wrong_types_and_targets(tiny_net):
 def test_default_unit_layer(tiny_net, course_model):
     assert S.default_unit_layer(course_model) == "conv4_2"
     assert S.default_unit_layer(tiny_net) == "conv4_2"
-    assert S.conv_layers(tiny_net) == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2"]
+    from course_lib.layers import conv_layers
+
+    assert conv_layers(tiny_net) == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2"]
     assert S.default_unit_layer(dropout_net()) == "0"
     with pytest.raises(ValueError, match="no conv layers"):
         S.default_unit_layer(nn.Sequential(nn.Linear(2, 2)))
 
 
 def test_top_channels_are_the_strongest(tiny_net):
-    from course_lib.models import record_activations
+    from course_lib.layers import record_activations
 
     x = image_for(tiny_net, 6)
     with record_activations(tiny_net, ["conv4_2"]) as acts:
         tiny_net(x)
     peaks = acts["conv4_2"][0].flatten(1).amax(1)
-    top = S.top_channels(tiny_net, x, "conv4_2", k=3)
+    top = S.top_channels(tiny_net, x, layer="conv4_2", k=3)
     assert len(top) == 3 and peaks[top[0]] == peaks.max()
     assert sorted(peaks[top].tolist(), reverse=True) == peaks.sort(descending=True).values[:3].tolist()
 
@@ -492,9 +494,9 @@ def test_device_agnostic(tiny_net):
     for method in S.METHODS:
         kw = {"n_samples": 3, "seed": None} if method == "SmoothGrad" else {}
         torch.manual_seed(0)
-        cpu_map = S.compute_saliency(tiny_net, x, method, 1, **kw)
+        cpu_map = S.compute_saliency(tiny_net, x, 1, method=method, **kw)
         torch.manual_seed(0)
-        gpu_map = S.compute_saliency(gpu, x.cuda(), method, 1, **kw)
+        gpu_map = S.compute_saliency(gpu, x.cuda(), 1, method=method, **kw)
         assert gpu_map.device.type == "cuda"
         if method != "SmoothGrad":  # the GPU's random numbers differ from the CPU's
             close(gpu_map, cpu_map, rtol=1e-3, floor=1e-4)  # another device: other kernels, other sums
@@ -511,9 +513,9 @@ def test_nan_is_detected_not_explained(tiny_net):
     x[0, 1, 10, 10] = float("nan")
     for method in S.METHODS:
         with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\)"):
-            S.compute_saliency(tiny_net, x, method, 0)
+            S.compute_saliency(tiny_net, x, 0, method=method)
     with pytest.raises(ValueError, match="NaN"):
-        S.top_channels(tiny_net, x, "conv4_2")
+        S.top_channels(tiny_net, x, layer="conv4_2")
 
 
 @pytest.mark.parametrize("dtype,match", [(torch.float64, r"float64 but the model's weights are torch\.float32: "
@@ -534,13 +536,13 @@ def test_empty_image_is_refused_before_the_model_sees_it(tiny_net):
 
 def test_top_channels_k(tiny_net):
     x = image_for(tiny_net)
-    assert len(S.top_channels(tiny_net, x, "conv4_2", k=np.int64(3))) == 3
-    assert len(S.top_channels(tiny_net, x, "conv4_2", k=99)) == 16      # all of them
+    assert len(S.top_channels(tiny_net, x, layer="conv4_2", k=np.int64(3))) == 3
+    assert len(S.top_channels(tiny_net, x, layer="conv4_2", k=99)) == 16      # all of them
     for bad in (-1, 0):
         with pytest.raises(ValueError, match="k must be an int >= 1"):
-            S.top_channels(tiny_net, x, "conv4_2", k=bad)
+            S.top_channels(tiny_net, x, layer="conv4_2", k=bad)
     with pytest.raises(TypeError, match="k must be an int"):
-        S.top_channels(tiny_net, x, "conv4_2", k=2.0)
+        S.top_channels(tiny_net, x, layer="conv4_2", k=2.0)
 
 
 def test_noise_level_may_be_a_numpy_number(tiny_net):
@@ -574,9 +576,9 @@ def normalised_by_hand(model, x):
     lambda m, x: S.smoothgrad(m, x, 1, n_samples=2),
     lambda m, x: S.integrated_gradients(m, x, 1, steps=2),
     lambda m, x: S.guided_backprop(m, x, 1),
-    lambda m, x: S.compute_saliency(m, x, "gradient", 1),
+    lambda m, x: S.compute_saliency(m, x, 1, method="gradient"),
     lambda m, x: S.predicted_class(m, x),
-    lambda m, x: S.top_channels(m, x, "conv4_2"),
+    lambda m, x: S.top_channels(m, x, layer="conv4_2"),
 ])
 def test_a_normalised_image_is_refused_saying_to_pass_pixels(tiny_net, call):
     x = image_for(tiny_net, 11)

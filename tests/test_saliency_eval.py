@@ -79,12 +79,12 @@ def test_curve_endpoints_and_batching(tiny_net):
         p_x = torch.softmax(tiny_net(x), 1)[0, 3].item()
         p_mean = torch.softmax(tiny_net(colour_image(mean_colour(tiny_net), x)), 1)[0, 3].item()   # all deleted
         p_blur = torch.softmax(tiny_net(E.blurred(x)), 1)[0, 3].item()
-    f, p = E.perturbation_curve(tiny_net, x, sal, 3, "deletion", steps=8)
+    f, p = E.perturbation_curve(tiny_net, x, sal, 3, mode="deletion", steps=8)
     assert f[0] == 0 and f[-1] == 1 and len(f) == len(p) == 9
     assert p[0] == pytest.approx(p_x, rel=1e-5) and p[-1] == pytest.approx(p_mean, rel=1e-5)
-    f, q = E.perturbation_curve(tiny_net, x, sal, 3, "insertion", steps=8)
+    f, q = E.perturbation_curve(tiny_net, x, sal, 3, mode="insertion", steps=8)
     assert q[0] == pytest.approx(p_blur, rel=1e-5) and q[-1] == pytest.approx(p_x, rel=1e-5)
-    _, q1 = E.perturbation_curve(tiny_net, x, sal, 3, "insertion", steps=8, batch_size=1)
+    _, q1 = E.perturbation_curve(tiny_net, x, sal, 3, mode="insertion", steps=8, batch_size=1)
     np.testing.assert_allclose(q1, q, rtol=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_a_map_that_found_the_evidence_wins():
     good += 0.1 * E.random_map(32, 32, 1)
     scores = {}
     for name, sal in {"good": good, "random": E.random_map(32, 32, 2), "inverted": -good}.items():
-        scores[name] = {m: E.auc(*E.perturbation_curve(model, x, sal, 0, m, steps=16))
+        scores[name] = {m: E.auc(*E.perturbation_curve(model, x, sal, 0, mode=m, steps=16))
                         for m in ("deletion", "insertion")}
     assert scores["good"]["deletion"] < scores["random"]["deletion"] < scores["inverted"]["deletion"]
     assert scores["good"]["insertion"] > scores["random"]["insertion"] > scores["inverted"]["insertion"]
@@ -184,7 +184,7 @@ def test_randomization_layers_from_the_top(tiny_net, course_model):
 
 
 def test_cascading_randomization_is_cumulative_and_leaves_the_model_alone(tiny_net):
-    from course_lib.models import get_layer
+    from course_lib.layers import get_layer
 
     before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
     params = list(tiny_net.parameters())
@@ -236,7 +236,7 @@ def test_guided_backprop_hardly_notices_a_random_top_layer(course_model, val_set
     from course_lib.imaging import preprocess
 
     methods = {"gradient": lambda m, x, c: S.vanilla_saliency(m, x, c),
-               "guided backprop": lambda m, x, c: S.compute_saliency(m, x, "guided backprop", c)}
+               "guided backprop": lambda m, x, c: S.compute_saliency(m, x, c, method="guided backprop")}
     rhos = {n: [] for n in methods}
     for i in (0, 1500, 3000):
         x = preprocess(val_set[i][0], course_model)
@@ -323,12 +323,12 @@ def test_perturbation_curve_refuses_a_normalised_image(tiny_net):
 def test_deletion_ends_at_the_models_own_mean_colour():
     """The "mean" substrate is the colour the model's Normalize maps to 0 (not ImageNet's when the model
     was trained with other statistics): fully deleted, the image is that colour everywhere."""
-    from course_lib.models import CourseNet, _prepare
+    from course_lib.models import CourseNet, prepare_model
 
     torch.manual_seed(0)
     mean = (0.25, 0.5, 0.75)
-    net = _prepare(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 32, mean,
-                   (0.229, 0.224, 0.225), None)
+    net = prepare_model(CourseNet(blocks=((8,), (8,)), mean=mean), [str(i) for i in range(10)], 32, mean,
+                        (0.229, 0.224, 0.225), None)
     x = image(32, 5)
     sal = E.random_map(32, 32, 1)
     imgs = E.perturbed_images(x, sal, "deletion", steps=4, mean=mean_colour(net))
@@ -336,6 +336,6 @@ def test_deletion_ends_at_the_models_own_mean_colour():
     with torch.no_grad():
         p_end = torch.softmax(net(colour_image(mean, x)), 1)[0, 2].item()
         p_imagenet = torch.softmax(net(colour_image((0.485, 0.456, 0.406), x)), 1)[0, 2].item()
-    _, p = E.perturbation_curve(net, x, sal, 2, "deletion", steps=4)
+    _, p = E.perturbation_curve(net, x, sal, 2, mode="deletion", steps=4)
     assert p[-1] == pytest.approx(p_end, rel=1e-5)
     assert p_end != pytest.approx(p_imagenet, rel=1e-3)      # the check can tell the two colours apart

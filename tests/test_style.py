@@ -34,7 +34,8 @@ def test_style_and_content_losses_pass_gradcheck(tiny_net):
     net = tiny_net.double()
     style = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     content = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    j = ST.style_loss(ST.style_targets(net, style, ("relu1_1", "relu2_1"))) + ST.content_loss(net, content, "relu2_1")
+    j = (ST.style_loss(ST.style_targets(net, style, layers=("relu1_1", "relu2_1")))
+         + ST.content_loss(net, content, layer="relu2_1"))
 
     def f(x):
         with O.record_activations(net, list(j.layers), detach=False) as acts:
@@ -44,7 +45,7 @@ def test_style_and_content_losses_pass_gradcheck(tiny_net):
     x = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)  # float64 finite differences: not rounding-tight
     assert O.evaluate(net, j, content).item() < 0  # a loss, negated
-    assert abs(O.evaluate(net, ST.content_loss(net, content, "relu2_1"), content).item()) < 1e-12
+    assert abs(O.evaluate(net, ST.content_loss(net, content, layer="relu2_1"), content).item()) < 1e-12
 
 
 def test_texture_synthesis_lowers_the_style_loss_from_noise(course_model):
@@ -53,7 +54,8 @@ def test_texture_synthesis_lowers_the_style_loss_from_noise(course_model):
     style = torch.stack([stripes, stripes.T, 0.5 * torch.ones(64, 64)])[None].clamp(0, 1)
     j = ST.style_loss(ST.style_targets(course_model, style))
     noise = torch.rand(1, 3, 48, 80, generator=g)
-    x = ST.texture_synthesis(course_model, style, size=(48, 80), steps=30, progress=False)
+    x, history = ST.texture_synthesis(course_model, style, size=(48, 80), steps=30, progress=False)
+    assert len(history.objective) == 30 and history.objective[-1] > history.objective[0]
     assert x.shape == (1, 3, 48, 80) and x.min() >= 0 and x.max() <= 1
     before, after = -O.evaluate(course_model, j, noise).item(), -O.evaluate(course_model, j, x).item()
     assert after < before / 5, (before, after)  # measured: 0.93 -> 0.14 (6.8x) in 30 steps
@@ -72,7 +74,7 @@ def test_a_style_image_too_small_for_the_layers_is_refused(tiny_net):
     with pytest.raises(ValueError, match="too small"):
         ST.style_targets(tiny_net, torch.rand(1, 3, 12, 12))
     with pytest.raises(KeyError, match="no layer"):
-        ST.style_targets(tiny_net, torch.rand(1, 3, 64, 64), ("relu9_1",))
+        ST.style_targets(tiny_net, torch.rand(1, 3, 64, 64), layers=("relu9_1",))
     with pytest.raises(ValueError, match="RGBA"):
         ST.texture_synthesis(tiny_net, torch.rand(1, 4, 64, 64), steps=1, progress=False)
 
@@ -94,8 +96,8 @@ def _stripes(h=64, w=64, period=6.0):
 
 def test_style_transfer_sits_between_content_and_texture(course_model):
     content, style = _scene(), _stripes()
-    out = ST.style_transfer(course_model, content, style, style_weight=1.0, steps=15, progress=False)
-    texture = ST.texture_synthesis(course_model, style, size=(64, 64), steps=15, progress=False)
+    out = ST.style_transfer(course_model, content, style, style_weight=1.0, steps=15, progress=False).image
+    texture = ST.texture_synthesis(course_model, style, size=(64, 64), steps=15, progress=False).image
     assert out.shape == content.shape and 0 <= out.min() and out.max() <= 1
     L = {name: ST.transfer_losses(course_model, x, content, style) for name, x in
          (("content", content), ("out", out), ("texture", texture))}
@@ -103,19 +105,21 @@ def test_style_transfer_sits_between_content_and_texture(course_model):
     assert L["out"]["content"] < L["texture"]["content"] / 3, L  # ... and kept the content (0.25 vs 1.34)
     assert L["content"]["content"] == 0
     # beta/alpha decides: more style weight, lower style loss and higher content loss
-    more = ST.style_transfer(course_model, content, style, style_weight=30.0, steps=15, progress=False)
+    more = ST.style_transfer(course_model, content, style, style_weight=30.0, steps=15, progress=False).image
     L_more = ST.transfer_losses(course_model, more, content, style)
     assert L_more["style"] < L["out"]["style"] and L_more["content"] > L["out"]["content"], (L_more, L["out"])
     # the total-variation weight smooths the result
-    smooth = ST.style_transfer(course_model, content, style, style_weight=1.0, tv_weight=10.0, steps=15, progress=False)
+    smooth = ST.style_transfer(course_model, content, style, style_weight=1.0, tv_weight=10.0, steps=15,
+                               progress=False).image
     assert ST.transfer_losses(course_model, smooth, content, style)["tv"] < L["out"]["tv"]
 
 
 def test_transfer_losses_match_the_objective_that_is_optimised(tiny_net):
     content, style, x = _scene(), _stripes(), _stripes(period=4.0)
     L = ST.transfer_losses(tiny_net, x, content, style)
-    targets = ST.blended_targets(tiny_net, [style], None, ST.COURSE_STYLE_LAYERS)
-    j = ST.transfer_objective(tiny_net, content, targets, 2.0, 3.0, ST.COURSE_CONTENT_LAYER)
+    targets = ST.blended_targets(tiny_net, [style], None, layers=ST.COURSE_STYLE_LAYERS)
+    j = ST.transfer_objective(tiny_net, content, targets, style_weight=2.0, tv_weight=3.0,
+                              content_layer=ST.COURSE_CONTENT_LAYER)
     want = -(L["content"] + 2.0 * L["style"] + 3.0 * L["tv"])
     close(O.evaluate(tiny_net, j, x).item(), want, rtol=1e-5)
 
@@ -163,11 +167,12 @@ def test_yiq_round_trip_and_luminance():
 
 def test_colour_preservation_keeps_the_contents_chroma(course_model):
     content, style = _scene(), _stripes()
-    plain = ST.style_transfer(course_model, content, style, style_weight=3.0, steps=10, progress=False)
-    kept = ST.style_transfer(course_model, content, style, style_weight=3.0, steps=10, progress=False,
-                             preserve_colour="luminance")
+    plain = ST.style_transfer(course_model, content, style, style_weight=3.0, steps=10, progress=False).image
+    kept, history = ST.style_transfer(course_model, content, style, style_weight=3.0, steps=10, progress=False,
+                                      preserve_colour="luminance")
+    assert len(history.objective) == 10   # the run's history, through the recolouring
     hist = ST.style_transfer(course_model, content, style, style_weight=3.0, steps=10, progress=False,
-                             preserve_colour="histogram")
+                             preserve_colour="histogram").image
     err = {name: (_chroma(x) - _chroma(content)).abs().mean().item() for name, x in
            (("plain", plain), ("luminance", kept), ("histogram", hist))}
     assert err["luminance"] < 0.01 < err["plain"] / 3, err  # luminance-only: the content's chroma exactly (up to clipping)
@@ -198,7 +203,7 @@ def test_the_extractor_never_runs_a_layer_after_the_last_wanted_one(course_model
     deeper = [course_model.features.conv3_1, course_model.features.conv4_1]
     handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in deeper]
     try:
-        ST.style_targets(course_model, _stripes(), ("relu1_1", "relu2_1"))
+        ST.style_targets(course_model, _stripes(), layers=("relu1_1", "relu2_1"))
         O.activations(course_model, _scene(), ["relu2_1"])
         ST.style_transfer(course_model, _scene(), _stripes(), layers=("relu1_1", "relu2_1"),
                           content_layer="relu2_1", steps=2, progress=False)
@@ -219,20 +224,21 @@ def test_average_pooling_copy_of_the_blur_pool_variant():
 
 
 def test_vgg_and_alexnet_get_gatys_layers_and_resnet_a_clear_error():
-    from course_lib.models import _prepare, lecture_names, record_activations
+    from course_lib.layers import lecture_names, record_activations
+    from course_lib.models import prepare_model
     torch.manual_seed(0)
-    vgg = _prepare(torchvision.models.vgg19(), [str(i) for i in range(1000)], 224,
-                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    vgg = prepare_model(torchvision.models.vgg19(), [str(i) for i in range(1000)], 224,
+                        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     layers, content = ST.default_layers(vgg)
     assert layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1") and content == "relu4_2"
-    x = ST.style_transfer(vgg, _scene(48, 48), _stripes(), style_weight=1.0, steps=2, progress=False)
+    x = ST.style_transfer(vgg, _scene(48, 48), _stripes(), style_weight=1.0, steps=2, progress=False).image
     assert x.shape == (1, 3, 48, 48) and torch.isfinite(x).all()
     avg = ST.with_average_pooling(vgg)  # the copy keeps the lecture's layer names
     assert list(lecture_names(avg)) == list(lecture_names(vgg))
-    x = ST.texture_synthesis(vgg, _stripes(), size=48, steps=2, pool="average", progress=False)
+    x = ST.texture_synthesis(vgg, _stripes(), size=48, steps=2, pool="average", progress=False).image
     assert x.shape == (1, 3, 48, 48) and torch.isfinite(x).all()
-    alex = _prepare(torchvision.models.alexnet(), [str(i) for i in range(1000)], 224,
-                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
+    alex = prepare_model(torchvision.models.alexnet(), [str(i) for i in range(1000)], 224,
+                         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None)
     assert ST.default_layers(alex) == (("relu1", "relu2", "relu3", "relu4", "relu5"), "relu4")
     # ResNet and SqueezeNet: their stage outputs, every one a real layer with [N, C, h, w] output
     for net in (torchvision.models.resnet18(), torchvision.models.squeezenet1_1()):

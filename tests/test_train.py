@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from course_lib import train
+from course_lib import data, train
 from course_lib.models import load_course_model
 from course_lib.timing import has_bf16_units, resolve_precision
 
@@ -21,24 +21,12 @@ def tiny_data(monkeypatch, tmp_path):
     def fake_decode(split, cache_dir):
         return (x, y) if split == "train" else (x[:12], y[:12])
 
-    monkeypatch.setattr(train, "decode_split", fake_decode)
+    monkeypatch.setattr(data, "decode_split", fake_decode)
     monkeypatch.setattr(train, "size_for_epoch", lambda epoch, epochs, final=128: 64)
     return tmp_path
 
 
 ARGS = ["--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--threads", "2"]
-
-
-def test_random_resized_crop_shapes_and_range():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(5, 3, 224, 224)
-    before = x.clone()
-    out = train.random_resized_crop(x, 96, g)
-    assert out.shape == (5, 3, 96, 96)
-    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
-    assert torch.equal(x, before)
-    # a constant image stays constant whatever the crop
-    assert torch.allclose(train.random_resized_crop(torch.full((2, 3, 50, 50), 0.3), 32, g), torch.tensor(0.3))
 
 
 def test_cutmix_pastes_one_box_and_mixes_the_labels_by_its_area():

@@ -184,7 +184,8 @@ class SandboxedExecute(NbGraderPreprocessor):
             c.outputs, c.execution_count = [], None
 
         a_job = {"cells": [{"id": str(i), "source": c.source} for i, c in student], "cwd": "/tmp",
-                 "preload": ["numpy", "torch", "matplotlib.pyplot", "course_lib.models", "course_lib.imaging"],
+                 "preload": ["numpy", "torch", "matplotlib.pyplot", "course_lib.models", "course_lib.layers",
+                             "course_lib.imaging", "course_lib.figures"],
                  "forbid": [str(f) for f in meta.get("forbid", [])],
                  "cell_timeout": self.cell_timeout, "call_timeout": self.call_timeout}
         b_job = {"cells": [{"id": str(i), "source": c.source} for i, c in tests], "functions": functions,

@@ -58,7 +58,7 @@ CORE: dict[str, str] = {
     "torch": "the framework every exercise is written in (tensors, autograd, nn)",
     "torchvision": "the course's models and image transforms build on it",
     "numpy": "arrays; used by torch, matplotlib and course_lib",
-    "matplotlib": "the notebooks' plots (course_lib.imaging draws with it)",
+    "matplotlib": "the notebooks' plots (course_lib.figures draws with it)",
     "PIL": "image loading (course_lib.data, course_lib.imaging)",
     "IPython": "runs the student's cells in the sandbox",
     "traitlets": "IPython's configuration",
@@ -71,8 +71,8 @@ PER_SUBMODULE = ("course_lib",)
 #: What a graded notebook needs to import (the student process's preloads, the exercises' set-up
 #: cells, grader.student itself): everything these load in the course's Python stays importable.
 BASE_IMPORTS = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torchvision", "matplotlib.pyplot",
-                "PIL.Image", "course_lib.models", "course_lib.imaging", "course_lib.data", "course_lib.grading",
-                "IPython.core.interactiveshell", "traitlets.config")
+                "PIL.Image", "course_lib.models", "course_lib.layers", "course_lib.imaging", "course_lib.figures",
+                "course_lib.data", "course_lib.grading", "IPython.core.interactiveshell", "traitlets.config")
 
 # the index: every name after "def" or "class" (two regular expressions with a literal start are
 # several times faster than one anchored at line starts); a hit is then confirmed with ast, or
