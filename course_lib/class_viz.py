@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import optimize as opt
-from .inputs import check_int, check_number, check_pixels, model_dtype
+from .inputs import check_int, check_number, check_pixels, model_device, model_dtype
 from .models import mean_colour
 
 #: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
@@ -61,7 +61,7 @@ def class_visualization(model, target, *, steps: int = 200, lr: float = 0.02, l2
     opt.check_fits(model, size)
     scalar = isinstance(target, (int, np.integer)) or (isinstance(target, torch.Tensor) and target.ndim == 0)
     n = 1 if scalar else len(target)
-    device = next(model.parameters()).device
+    device = model_device(model)
     mean = torch.tensor(mean_colour(model), dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
     j = ascent - l2_weight * opt.l2(model) if l2_weight else ascent
     projections = [opt.clamp_pixels()]

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .inputs import check_int
+from .inputs import check_int, model_device
 
 
 # --------------------------------------------------------------------------- model families
@@ -335,7 +335,7 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[dict]:
     """One row per lecture layer: name, type, output shape (for one input image) and parameter count."""
     size = input_size or getattr(model, "input_size", 224)
     names = [n for n in lecture_names(model)] or [p for p, m in model.named_modules() if p and not list(m.children())]
-    device = next(model.parameters()).device
+    device = model_device(model)
     with torch.no_grad(), record_activations(model, names) as acts:
         model(torch.zeros(1, 3, size, size, device=device))
     rows = []

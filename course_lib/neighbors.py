@@ -40,7 +40,7 @@ from torch import nn
 from .cache import weights_hash
 from .data import data_dir
 from .imaging import fit_to_square, to_tensor
-from .inputs import check_image, check_int
+from .inputs import check_image, check_int, model_device
 from .layers import architecture, eval_mode, get_layer
 
 METRICS = ("euclidean", "cosine")
@@ -209,7 +209,7 @@ def extract(model: nn.Module, dataset, indices=None, layer: str | None = None, b
         d = torch.load(path, weights_only=True)
         return FeatureSet(d["features"], d["pixels"], d["labels"], idx, layer)
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     feats, pixels, labels = [], [], []
     for s in tqdm(range(0, len(idx), batch_size), desc="features", unit="batch", disable=not progress):
         batch = [dataset[i] for i in idx[s:s + batch_size]]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inputs import check_image, check_int, check_number, check_targets
+from .inputs import check_image, check_int, check_number, check_targets, model_device
 from .layers import eval_mode
 from .models import mean_colour
 
@@ -100,9 +100,7 @@ def occlusion(model: nn.Module, x, target=None, *, patch: int = 16, stride: int 
       the course model: bigger batches stop fitting in the cache).
     """
     x = _as_batch(x, model)
-    first = next(iter(model.parameters()), None)
-    if first is not None:
-        x = x.to(first.device)  # a copy only when the devices differ; never modified
+    x = x.to(model_device(model))  # a copy only when the devices differ; never modified
     n, _, h, w = x.shape
     patch, stride = check_int(patch, "patch", low=1), check_int(stride, "stride", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .cache import weights_hash
-from .inputs import check_channel, check_image, check_int, check_position
+from .inputs import check_channel, check_image, check_int, check_position, model_device
 from .layers import architecture, eval_mode, get_layer, lecture_names
 from .models import BlurMaxPool2d, Normalize
 
@@ -233,8 +233,7 @@ def unit_gradient(model: nn.Module, x: torch.Tensor, *, layer: str, channel: int
     chain = _feature_chain(model, layer)
     x = check_image(x, model=model)
     with eval_mode(model), torch.enable_grad():
-        first = next(iter(model.parameters()), None)
-        x = x.detach().clone().to(first.device if first is not None else x.device).requires_grad_(True)
+        x = x.detach().clone().to(model_device(model)).requires_grad_(True)
         out = x
         for _, m in chain:
             out = m(out)
@@ -358,7 +357,7 @@ def scan_activations(model: nn.Module, dataset, layers, indices=None, batch_size
     todo = [n for n in names if n not in scans]
     if todo:
         chain = max((_feature_chain(model, n) for n in todo), key=len)  # up to the deepest layer
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device = model_device(model)
         vals = {n: [] for n in todo}
         poss = {n: [] for n in todo}
         shapes = {}

@@ -6,7 +6,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .imaging import preprocess
-from .inputs import check_int
+from .inputs import check_int, model_device
 from .layers import eval_mode
 
 
@@ -22,7 +22,7 @@ def predict_dataset(model: nn.Module, dataset, indices=None, batch_size: int = 6
     batch_size = check_int(batch_size, "batch_size", low=1)
     idx = list(range(len(dataset))) if indices is None else list(indices)
     logits, labels = [], []
-    device = next(model.parameters()).device
+    device = model_device(model)
     with eval_mode(model):
         for s in tqdm(range(0, len(idx), batch_size), desc="predict", disable=not progress, unit="batch"):
             batch = [dataset[i] for i in idx[s:s + batch_size]]

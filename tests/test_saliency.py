@@ -266,12 +266,17 @@ def test_guided_backprop_restores_the_model_when_the_forward_pass_raises(tiny_ne
     assert_unchanged(tiny_net, snap)
 
 
-@pytest.mark.parametrize("call", [
+#: every saliency method once, class or unit (the tests below add the other entry points)
+METHOD_CALLS = [
     lambda m, x: S.vanilla_saliency(m, x, 1),
     lambda m, x: S.gradient(m, x, layer="conv3_1", channel=2),
     lambda m, x: S.smoothgrad(m, x, 1, n_samples=3),
     lambda m, x: S.integrated_gradients(m, x, 1, steps=3),
     lambda m, x: S.guided_backprop(m, x, 1),
+]
+
+
+@pytest.mark.parametrize("call", METHOD_CALLS + [
     lambda m, x: S.guided_backprop(m, x, layer="relu4_2", channel=1),
 ])
 def test_no_mutation_no_grad_no_hooks_modes_restored(tiny_net, call):
@@ -570,12 +575,7 @@ def normalised_by_hand(model, x):
     return (x - m) / s
 
 
-@pytest.mark.parametrize("call", [
-    lambda m, x: S.vanilla_saliency(m, x, 1),
-    lambda m, x: S.gradient(m, x, layer="conv3_1", channel=2),
-    lambda m, x: S.smoothgrad(m, x, 1, n_samples=2),
-    lambda m, x: S.integrated_gradients(m, x, 1, steps=2),
-    lambda m, x: S.guided_backprop(m, x, 1),
+@pytest.mark.parametrize("call", METHOD_CALLS + [
     lambda m, x: S.compute_saliency(m, x, 1, method="gradient"),
     lambda m, x: S.predicted_class(m, x),
     lambda m, x: S.top_channels(m, x, layer="conv4_2"),
