@@ -51,7 +51,7 @@ from . import data as cdata
 from . import optimize as opt
 from . import records
 from . import style as st
-from .inputs import check_int, check_number, check_pixels
+from .inputs import check_int, check_number, check_pixels, model_device
 from .layers import eval_mode
 from .models import DATA_DIR
 from .timing import cpu_name, has_bf16_units, resolve_precision
@@ -181,7 +181,7 @@ def architecture_table(net: TransformerNet, size: int = 256) -> list[dict]:
                                                     "parameters": parameter_count(m)})))
     try:
         with eval_mode(net):
-            net(torch.zeros(1, 3, size, size, device=next(net.parameters()).device))
+            net(torch.zeros(1, 3, size, size, device=model_device(net)))
     finally:
         for h in handles:
             h.remove()
@@ -280,7 +280,7 @@ class Stylised(nn.Module):
         self.net, self.photos, self.index, self.bf16 = net, photos, index, bf16
 
     def forward(self) -> torch.Tensor:
-        c = self.photos(self.index).to(next(self.net.parameters()).device)
+        c = self.photos(self.index).to(model_device(self.net))
         with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             y = self.net(c)
         return torch.cat([y.float(), c])
@@ -314,7 +314,7 @@ def train(net: TransformerNet, loss_model, style_image: torch.Tensor, photos: Ca
     style_image = check_pixels(style_image, "style image", model=loss_model, batch=False)
     steps, every = check_int(steps, "steps", low=0), check_int(every, "every", low=1)
     lr = check_number(lr, "lr", low=0, hint="Adam's step size")
-    device = next(net.parameters()).device
+    device = model_device(net)
     objective = perceptual_loss(loss_model, style_image.to(device), style_weight=style_weight, tv_weight=tv_weight)
     adam = torch.optim.Adam(net.parameters(), lr=lr)
     losses: list[float] = []
@@ -356,7 +356,7 @@ def stylise(net: TransformerNet, photo: torch.Tensor, bf16: bool = False) -> tor
     in ``[0, 1]`` in and out, same size. ``bf16``: in bfloat16 autocast, as the shipped networks
     were trained (about 2.5x faster on CPUs with bfloat16 units such as AMX, much slower on
     CPUs without them; pixels change by about 0.002 on average)."""
-    x = check_pixels(photo, "photo", model=net).to(next(net.parameters()).device)
+    x = check_pixels(photo, "photo", model=net).to(model_device(net))
     with eval_mode(net), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         return net(x).float()
 
