@@ -167,7 +167,7 @@ def main(argv=None):
 
     total_epochs = args.epochs + args.fixres_epochs
     for epoch in range(start_epoch, total_epochs):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         fixres = epoch >= args.epochs
         size = COURSE_INPUT_SIZE if fixres else size_for_epoch(epoch, args.epochs)
         optimizer, scheduler = (opt_ft, sched_ft) if fixres else (opt, sched)
@@ -200,9 +200,10 @@ def main(argv=None):
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         elapsed += time.time() - t0
+        cpu = time.process_time() - c0
         acc = evaluate(model, xva, yva, device) if (epoch + 1) % 10 == 0 or epoch >= total_epochs - 3 else None
         history.append({"epoch": epoch + 1, "size": size, "train_loss": total / seen, "val_top1": acc,
-                        "seconds": round(time.time() - t0, 1)} | ({"stage": "fixres"} if fixres else {}))
+                        "seconds": round(time.time() - t0, 1), "cpu_seconds": round(cpu, 1)} | ({"stage": "fixres"} if fixres else {}))
         print(json.dumps(history[-1]), flush=True)
         cache.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -226,7 +227,10 @@ def main(argv=None):
         "val_top1": acc, "val_images": len(xva), "epochs": args.epochs, "fixres_epochs": args.fixres_epochs,
         "fixres_lr": args.fixres_lr, "cutmix": args.cutmix, "batch_size": args.batch_size,
         "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "train_images": len(xtr),
-        "train_seconds": round(elapsed, 1), "device": str(device), "machine": platform.processor() or platform.machine(),
+        "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
+        # CPU time of the whole process: unlike the wall clock, it does not grow when other work shares the
+        # machine, so train_cpu_seconds / threads is what the run would take on an otherwise idle machine
+        "train_cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in history), 1), "device": str(device), "machine": platform.processor() or platform.machine(),
         "cpu": cpu_name(), "cpu_bf16_units": has_bf16_units(),
         "torch": torch.__version__, "data": f"{cdata.IMAGENETTE_224} manifest sha256 {manifest}",
         "weights_sha256": cdata.sha256_of(args.out), "history": history,
