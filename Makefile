@@ -111,8 +111,9 @@ clean:
 #   make release        exercises/source/ -> exercises/release/ (no solutions, no hidden tests)
 #   make autograde      grade exercises/submitted/<student>/<exercise>/<exercise>.ipynb, each
 #                       in a sandbox; SUBMISSIONS=<folder> copies such a folder in first
-#                       (regular files only, never through a link: python -m grader collect);
-#                       unsafe ids go to exercises/refused/ (python -m grader scrub), and a
+#                       (the notebook and timestamp.txt only, regular files, never through a
+#                       link: python -m grader collect); unsafe ids, and everything beside
+#                       the notebook, go to exercises/refused/ (python -m grader scrub), and a
 #                       submission nbgrader fails on is graded as empty, with the reason
 #                       (python -m grader autograde)
 #   make grades         exercises/grades.csv and exercises/feedback/<student>/<exercise>/*.html

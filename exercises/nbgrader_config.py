@@ -27,6 +27,10 @@ c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 c.CourseDirectory.course_id = "cnn-viz"
 c.CourseDirectory.root = os.environ.get("COURSE_EXERCISES_ROOT", HERE)
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".venv-grader"]
+# generate_feedback copies every file beside a graded notebook into feedback/<student>/<exercise>/,
+# which may be served to everyone from one origin: nothing but the feedback page goes there
+# (`python -m grader scrub` already leaves only the notebook and timestamp.txt in each submission).
+c.GenerateFeedbackApp.CourseDirectory.ignore = ["*", ".*"]
 
 # Releases: no solutions, no hidden tests, no outputs (nbgrader's defaults), and no header.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -53,7 +53,12 @@ def test_only_regular_files_of_safe_ids_are_collected(hostile, tmp_path):
     assert copied == 3  # alice's notebook and timestamp, bob's notebook
     assert (dest / "alice" / EX / f"{EX}.ipynb").read_bytes() == b"alice's notebook"
     assert (dest / "bob" / EX / f"{EX}.ipynb").read_bytes() == b"bob's notebook"
-    assert sorted(p.name for p in dest.iterdir()) == ["alice", "bob"]
+    assert sorted(p.name for p in dest.iterdir()) == ["alice", "bob", "devzero", "fifo", "linkfile"]
+    for student in ("devzero", "fifo", "linkfile"):  # no notebook that may be graded: an empty one, and why
+        empty = dest / student / EX / f"{EX}.ipynb"
+        assert empty.read_bytes() == C.EMPTY_NOTEBOOK
+        notes = C.grader_notes(tmp_path, student, EX, f"{EX}.ipynb", C.sha256_file(empty))
+        assert len(notes) == 1 and "graded as an empty notebook" in notes[0] and f"`{EX}.ipynb`" in notes[0]
     for path in dest.rglob("*"):
         assert not path.is_symlink() and (path.is_dir() or path.is_file())
     text = "\n".join(report)
@@ -117,8 +122,9 @@ def test_scrub_removes_links_and_special_files_already_in_the_submissions(tmp_pa
     out = capsys.readouterr().out
     assert out.count("scrub: removed a symbolic link") == 3 and out.count("scrub: removed a FIFO") == 1
     assert sorted(str(p.relative_to(sub)) for p in sub.rglob("*")) == [
-        "alice", f"alice/{EX}", f"alice/{EX}/{EX}.ipynb", "bob", f"bob/{EX}"]
+        "alice", f"alice/{EX}", f"alice/{EX}/{EX}.ipynb", "bob", f"bob/{EX}", f"bob/{EX}/{EX}.ipynb"]
     assert keep.read_bytes() == b"alice's notebook" and outside.read_text() == "host file\n"
+    assert (sub / "bob" / EX / f"{EX}.ipynb").read_bytes() == C.EMPTY_NOTEBOOK   # bob's was a link: graded empty
     assert grader_main(["scrub", str(tmp_path / "nothing-there")]) == 0
 
 
@@ -177,6 +183,183 @@ def test_scrub_sets_an_unreadable_timestamp_aside_with_a_note(tmp_path):
     (sub / "late" / EX / "timestamp.txt").write_text("2025-12-01 10:00:00")               # fixed: note gone
     C.scrub(sub)
     assert C.grader_notes(tmp_path, "late", EX, f"{EX}.ipynb", sha) == []
+
+
+# --------------------------------------------------------------------------- only the notebook: what is beside it
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _beside(folder: Path, deep: bool = True) -> None:
+    """What a hostile submission puts beside its notebook: pages with scripts, many files, big files,
+    a folder nested deeper than Python's recursion limit."""
+    (folder / "index.html").write_text("<script>fetch('../../')</script>")
+    (folder / "logo.svg").write_text('<svg onload="alert(1)"/>')
+    (folder / ".htaccess").write_text("Options +Indexes")
+    (folder / "many").mkdir()
+    for i in range(150):
+        (folder / "many" / f"{i}.txt").write_text("x")
+        (folder / f"note{i:03d}.txt").write_text("x")
+    for i in range(5):
+        _sparse(folder / f"blob{i}.bin", 32 << 20)
+    nested = folder / "deep"
+    for _ in range(1100 if deep else 0):
+        nested.mkdir()
+        nested = nested / "d"
+
+
+def _sizes(folder: Path) -> tuple[int, int]:
+    """(files and folders, apparent bytes) under ``folder``, without the grader's ``<name>.txt`` reasons
+    beside what it moved (counted without recursion: a folder may be nested 1100 deep)."""
+    entries = [p for p in folder.iterdir() if not (p.suffix == ".txt" and (folder / p.stem).exists())]
+    sizes = [C._tree(p)[:2] for p in entries]
+    return sum(n for n, _ in sizes), sum(b for _, b in sizes)
+
+
+@pytest.fixture
+def crowded(tmp_path):
+    """A submission with :func:`_beside` beside its notebook; afterwards, a folder nested too deep for
+    pytest's own clean-up (shutil.rmtree recurses) is removed here, wherever it is."""
+    nb = _submit(tmp_path / "submitted", "hostile", b'{"cells": [], "mine": 1}')
+    (nb.parent / "timestamp.txt").write_text("2026-01-15 10:00:00 UTC")
+    _beside(nb.parent)
+    yield nb
+    for deep in (nb.parent / "deep", tmp_path / "refused" / "hostile" / EX / "deep"):
+        if deep.is_dir() and not deep.is_symlink():
+            C._delete(deep)
+
+
+def test_scrub_leaves_only_the_notebook_and_bounds_what_is_kept_aside(tmp_path, crowded, capsys):
+    sub, nb, folder = tmp_path / "submitted", crowded, crowded.parent
+    assert grader_main(["scrub", str(sub)]) == 0
+    out = capsys.readouterr().out
+    assert "'deep' deleted (1100 files or folders" in out                 # 1,100 deep: no RecursionError
+    assert sorted(os.listdir(folder)) == [f"{EX}.ipynb", "timestamp.txt"]
+    assert nb.read_bytes() == b'{"cells": [], "mine": 1}'
+    aside = tmp_path / "refused" / "hostile" / EX
+    files, size = _sizes(aside)
+    assert 0 < files <= C.MAX_ASIDE_FILES and size <= C.MAX_ASIDE_BYTES
+    assert (aside / "index.html").exists() and "not part of a submission" in (aside / "index.html.txt").read_text()
+    assert "deleted" in out and "beyond the 100 files or folders and 128 MiB kept aside per submission" in out
+    notes = C.grader_notes(tmp_path, "hostile", EX, f"{EX}.ipynb", C.sha256_file(nb))
+    assert len(notes) == 1 and "Only the notebook and timestamp.txt of a submission are graded" in notes[0]
+    assert "set aside for your instructor" in notes[0]
+    assert "deleted: at most 100 files or folders and 128 MiB are kept" in notes[0]
+    assert "`index.html`" in notes[0] or "`.htaccess`" in notes[0]
+    assert grader_main(["scrub", str(sub)]) == 0 and capsys.readouterr().out == ""       # nothing left to do
+    assert C.grader_notes(tmp_path, "hostile", EX, f"{EX}.ipynb", C.sha256_file(nb)) == notes
+    _beside(folder, deep=False)                                           # again: the cap counts what is kept
+    C.scrub(sub)
+    assert _sizes(aside)[0] <= C.MAX_ASIDE_FILES and _sizes(aside)[1] <= C.MAX_ASIDE_BYTES
+
+
+def _plant(sub: Path, student: str, files: dict[str, bytes | int], age: dict[str, int] | None = None) -> Path:
+    """A submission folder with these files (bytes, or a size: a sparse file); ``age``: seconds old."""
+    folder = sub / student / EX
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, int):
+            _sparse(folder / name, content)
+        else:
+            (folder / name).write_bytes(content)
+        if age and name in age:
+            os.utime(folder / name, (1e9, 1e9 + (10**6 - age[name])))
+    return folder
+
+
+OBVIOUS = {  # student -> (files, their age in seconds, the file graded or None, words the note has)
+    "download": ({f"{EX} (1).ipynb": b"1"}, None, f"{EX} (1).ipynb", ["found as `ex04_cam (1).ipynb`"]),
+    "renamed": ({"Ex04_Cam.ipynb": b"2"}, None, "Ex04_Cam.ipynb", ["found as `Ex04_Cam.ipynb`"]),
+    "unzipped": ({f"{EX}/{EX}.ipynb": b"3", f"{EX}/data.csv": b"x"}, None, f"{EX}/{EX}.ipynb",
+                 ["found as `ex04_cam/ex04_cam.ipynb`", "`ex04_cam`"]),
+    "several": ({f"{EX}-Copy1.ipynb": b"old", f"upload/{EX}.ipynb": b"new"}, {f"{EX}-Copy1.ipynb": 3600},
+                f"upload/{EX}.ipynb", ["the newest, `upload/ex04_cam.ipynb`, was graded", "`ex04_cam-Copy1.ipynb`"]),
+    "exact": ({f"{EX}.ipynb": b"exact", f"{EX} (1).ipynb": b"newer"}, {f"{EX}.ipynb": 3600}, f"{EX}.ipynb",
+              ["`ex04_cam.ipynb` was graded; the other copies of it (`ex04_cam (1).ipynb`)"]),
+    "nothing": ({"notes.txt": b"x", "ex03_saliency.ipynb": b"other"}, None, None,
+                ["no notebook `ex04_cam.ipynb` that could be graded", "empty notebook", "`notes.txt`"]),
+    "huge": ({f"{EX}.ipynb": C.MAX_FILE_BYTES + 1}, None, None,
+             ["has 67,108,865 bytes, more than the 67,108,864 (64 MiB) a notebook may have",
+              "So your submission was graded as an empty notebook"]),
+    "folder": ({f"{EX}.ipynb/{EX}.ipynb": b"inside"}, None, f"{EX}.ipynb/{EX}.ipynb", ["found as"]),
+}
+
+
+@pytest.mark.parametrize("how", ["scrub", "collect"])
+def test_obvious_names_are_found_and_the_feedback_says_which_file_was_graded(tmp_path, how):
+    src = tmp_path / ("submitted" if how == "scrub" else "collected")
+    contents = {}
+    for student, (files, age, graded, _) in OBVIOUS.items():
+        folder = _plant(src, student, files, age)
+        contents[student] = (folder / graded).read_bytes() if graded else C.EMPTY_NOTEBOOK
+    if how == "scrub":
+        C.scrub(src)
+    else:
+        C.collect(src, tmp_path / "submitted")
+        assert {p.name for p in (src / "several" / EX).iterdir()} == {f"{EX}-Copy1.ipynb", "upload"}  # untouched
+    for student, (files, age, graded, words) in OBVIOUS.items():
+        folder = tmp_path / "submitted" / student / EX
+        assert os.listdir(folder) == [f"{EX}.ipynb"], student
+        assert (folder / f"{EX}.ipynb").read_bytes() == contents[student], student
+        notes = C.grader_notes(tmp_path, student, EX, f"{EX}.ipynb", C.sha256_file(folder / f"{EX}.ipynb"))
+        assert len(notes) == 1 and all(w in notes[0] for w in words), (student, notes)
+    if how == "scrub":                                                   # the others are set aside
+        assert (tmp_path / "refused" / "several" / EX / f"{EX}-Copy1.ipynb").read_bytes() == b"old"
+        assert (tmp_path / "refused" / "huge" / EX / f"{EX}.ipynb").stat().st_size == C.MAX_FILE_BYTES + 1
+        assert (tmp_path / "refused" / "nothing" / EX / "notes.txt").exists()
+
+
+def test_collect_copies_nothing_beside_the_notebook_and_keeps_one_collected_before(tmp_path):
+    src, dest = tmp_path / "collected", tmp_path / "submitted"
+    folder = _plant(src, "alice", {f"{EX}.ipynb": b"first", "index.html": b"<script>", "data/x.csv": b"1"})
+    copied, report = C.collect(src, dest)
+    assert copied == 1 and sorted(os.listdir(dest / "alice" / EX)) == [f"{EX}.ipynb"]
+    assert "alice/ex04_cam/'index.html' refused: not part of a submission" in "\n".join(report)
+    notes = C.grader_notes(tmp_path, "alice", EX, f"{EX}.ipynb", C.sha256_file(dest / "alice" / EX / f"{EX}.ipynb"))
+    assert len(notes) == 1 and "2 (`data`, `index.html`) were not collected" in notes[0]
+    (folder / f"{EX}.ipynb").unlink()                                    # a later round without the notebook
+    C.collect(src, dest)
+    assert (dest / "alice" / EX / f"{EX}.ipynb").read_bytes() == b"first"
+
+
+def test_the_grader_writes_what_sandboxes_send_as_strict_json():
+    """A lone surrogate (a file name that is not UTF-8) or a NaN clock from a sandbox cannot make the
+    graded notebook unwritable or not JSON (grader.execute), nor a surrogate in the submission (grader.rebuild)."""
+    python = Path(__file__).resolve().parent.parent / "exercises" / ".venv-grader" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no grader venv (make grader-setup)")
+    code = r'''
+import json, math, tempfile, nbformat
+from grader.execute import _duration, _strict_json
+from grader.rebuild import read_submission
+assert [_duration(v) for v in (1.23456, 0, float("nan"), float("inf"), -1.0, True, "3", 10**400, None)] == [
+    1.235, 0.0, None, None, None, None, None, None, None]
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+    nbformat.v4.new_output("stream", name="stdout", text="caf\udcff.txt\n")])])
+nb.metadata["grader"] = {"cell_seconds": {"student": {"1": float("nan"), "caf\udcff": float("-inf")}}}
+_strict_json(nb)
+def refuse(c):
+    raise ValueError(c)
+back = json.loads(nbformat.writes(nb), parse_constant=refuse)
+assert "".join(back["cells"][0]["outputs"][0]["text"]) == "caf\ufffd.txt\n"
+assert back["metadata"]["grader"]["cell_seconds"]["student"] == {"1": None, "caf\ufffd": None}
+with tempfile.NamedTemporaryFile("wb", suffix=".ipynb", delete=False) as f:
+    f.write(b'{"cells": [{"cell_type": "code", "source": "# caf\\udcff\\n", "metadata": {"nbgrader": '
+            b'{"grade_id": "a\\udcff", "solution": true}}}, {"cell_type": "markdown", "source": "caf\xff"}], '
+            b'"metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+clean, notes, digest, keys = read_submission(f.name)
+assert [c.source for c in clean.cells] == ["# caf\ufffd\n", "caf\ufffd"], clean.cells
+assert clean.cells[0].metadata["nbgrader"]["grade_id"] == "a\ufffd"
+nbformat.writes(clean)
+print("ok")
+'''
+    import subprocess
+
+    proc = subprocess.run([str(python), "-c", code], cwd=python.parents[2], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------- autograde: a grade for everyone

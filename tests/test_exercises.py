@@ -468,7 +468,9 @@ def test_an_endless_loop_costs_that_function_only(cycle):
     assert "did not return within 5 s" in errors["test_cam_identity"]
     assert "not called again" in errors["test_cam_target"]            # no second wait for the same loop
     assert not errors["test_grad_cam_identity"] and not errors["test_grad_cam_oracle"]
-    assert nb.metadata["grader"]["seconds"] < 40
+    # the loop cost one call's limit, not the notebook's (how long the rest takes depends on the machine's load)
+    assert nb.metadata["grader"]["seconds"] < LIMITS["timeout"]
+    assert not any("time limit of" in note for note in nb.metadata["grader"]["events"])
 
 
 def test_a_notebook_that_never_finishes_is_stopped(cycle):

@@ -3,13 +3,14 @@ honest ones, as an instructor runs it: ``nbgrader autograde`` through the sandbo
 
 * ``sidefx`` (exercise 04): answers that leave the model in eval mode with a hook registered,
   and patch every side-effect helper of ``course_lib.grading`` in their own process. The
-  judgement is made in the test process from the state shipped back as data: 4 / 8, as
-  without the patches.
+  judgement is made in the test process from the state shipped back as data, and since issue 27
+  a call made while the grader's own functions are patched is not graded at all: 0 / 8 (4 / 8,
+  the side-effect tests lost, without the patches).
 * ``forge`` (exercise 04): copies every descriptor its cells can reach and, from a background
   thread, writes forged output frames carrying the hidden tests' arguments on them during
   the calls: they never reach the feedback (the protocol breaks, which costs the forger).
 * ``leak`` (exercise 04): raises exceptions carrying the hidden tests' arguments: a hidden
-  test shows only the exception's type.
+  test shows only one fixed phrase (issue 27: not even the exception's type).
 * ``snoop`` (exercise 04): prints the environment of every process it can see (the grader
   runs with a secret variable) and tries to fill ``/dev/shm``, ``/`` and ``/dev``, and SysV
   shared memory. Reference answers, so 8 / 8; nothing secret, nothing filled.
@@ -25,6 +26,7 @@ import csv
 import html
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -34,11 +36,14 @@ import pytest
 from test_exercises import (  # noqa: F401 - grader_ready is a fixture
     CAM, EXERCISES, LIMITS, _answers, _errors, autograded, cell_scores, grader_ready, limits, nbgrader, submit)
 
+sys.path.insert(0, str(EXERCISES))
+from grader.judge import HIDDEN_FAILURE  # noqa: E402
+
 SALIENCY = "ex03_saliency"
 SECRET = "instructor-secret-4f1c9e"
 ATTACK_LIMITS = {**LIMITS, "cell_timeout": 4}
 
-EXPECTED = {CAM: {"reference04": 8, "sidefx": 4, "forge": 0, "leak": 5, "snoop": 8, "sigalrm": 0},
+EXPECTED = {CAM: {"reference04": 8, "sidefx": 0, "forge": 0, "leak": 5, "snoop": 8, "sigalrm": 0},
             SALIENCY: {"reference03": 7, "guided": 3}}
 
 # (the markers the tests look for are split in the sources, which the feedback shows)
@@ -98,6 +103,7 @@ def cam(model, x, target=None):
     if x.shape[-1] != 128:                         # a hidden test: send its inputs out
         args = f"{tuple(x.shape)} target={target} wei" + f"ghts={float(sum(p.sum() for p in model.parameters())):.6f}"
         open("/tmp/args.txt", "w").write(args)
+        time.sleep(2)                              # (the forged frames go out before this call's answer)
     return _honest_cam(model, x, target)
 '''
 
@@ -213,13 +219,13 @@ def test_grades_of_the_batch(attacked):
     print("\ngrades:", got, "\nseconds per submission:", per, "\nautograde runs:", attacked["seconds"])
 
 
-def test_side_effects_are_judged_outside_the_students_process(attacked):
+def test_a_patched_grading_helper_is_noticed(attacked):
     scores = cell_scores(attacked["course"])["sidefx"]
-    assert scores == {"test_cam_identity": 2, "test_cam_target": 0, "test_grad_cam_identity": 2,
+    assert scores == {"test_cam_identity": 0, "test_cam_target": 0, "test_grad_cam_identity": 0,
                       "test_grad_cam_oracle": 0}
     errors = _errors(autograded(attacked["course"], "sidefx"))
-    assert "left in eval mode" in errors["test_cam_target"] or "hook(s) left registered" in errors["test_cam_target"]
-    assert "hook(s) left registered" in errors["test_grad_cam_oracle"]
+    for cell in scores:                # (visible parts: the message is shown)
+        assert "changed the grader's own functions (state)" in errors[cell], errors[cell]
 
 
 def test_nothing_the_students_process_writes_reaches_the_feedback_after_its_cells(attacked):
@@ -229,8 +235,7 @@ def test_nothing_the_students_process_writes_reaches_the_feedback_after_its_cell
         for text in (page, nb):
             assert "FORGED" not in text and "LEAK" not in text and "weights=" not in text
     errors = _errors(autograded(course, "leak"))
-    assert "raised ValueError" in errors["test_cam_identity"]            # all a hidden test says of it
-    assert "a hidden test" in errors["test_cam_identity"] and "numbers are masked" not in errors["test_cam_identity"]
+    assert errors["test_cam_identity"] == HIDDEN_FAILURE                 # all a hidden test says of it
     assert not errors["test_grad_cam_identity"]
 
 

@@ -16,7 +16,7 @@ autograde``: scrub, ``nbgrader autograde``, then a grade for every submission), 
   cell; ``nested`` a value nested 900 deep; ``timestamp`` an unreadable ``timestamp.txt``; ``crash``
   a notebook the driver fails on (simulated by a test-only plug-in): each gets a grade and the
   reason in its feedback.
-* ``big``: a 12 MB answer cell (under the 32 MiB file limit): that cell is graded as empty, and
+* ``big``: a 12 MB answer cell (under the 64 MiB file limit): that cell is graded as empty, and
   the feedback says so (not "crashed").
 """
 from __future__ import annotations

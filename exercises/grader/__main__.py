@@ -5,12 +5,17 @@
                                                 a source notebook must pass every test cell,
     python -m grader validate --release NB...   a released one must fail every test cell.
     python -m grader collect FOLDER [DEST]      copy submissions (<student>/<exercise>/<files>) into
-                                                DEST (default: exercises/submitted): regular files
-                                                only, never through a link; prints what was refused.
+                                                DEST (default: exercises/submitted): of each, the
+                                                notebook (also found as "<ex> (1).ipynb", one folder
+                                                down...; at most 64 MiB) and timestamp.txt only,
+                                                regular files, never through a link; prints what
+                                                was refused (the feedback says it too).
     python -m grader scrub [FOLDER]             before grading FOLDER (default: exercises/submitted):
                                                 remove links and special files, move folders with
-                                                unsafe ids into refused/, set aside unreadable
-                                                timestamps (with a note for the feedback).
+                                                unsafe ids into refused/, leave exactly the notebook
+                                                and timestamp.txt in each submission (the rest goes
+                                                to refused/, within a cap; beyond it, deleted), set
+                                                aside unreadable timestamps (notes for the feedback).
     python -m grader autograde ASSIGNMENT [nbgrader options]
                                                 scrub, nbgrader autograde, then check that every
                                                 submission has a grade; one nbgrader failed on is
@@ -89,7 +94,6 @@ def _report(command: str, run) -> int:
 _STUDENT_KEYS = ("--student", "--CourseDirectory.student_id")
 _ASSIGNMENT_KEYS = ("--assignment", "--CourseDirectory.assignment_id")
 _EXCLUDE_KEY = "--CourseDirectory.student_id_exclude"
-_EMPTY_NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode() + b"\n"
 
 
 def _split_args(args):
@@ -200,7 +204,8 @@ def _regrade(nbgrader, root, pairs, rest, log: list[str]) -> None:
 def autograde(args, nbgrader=None) -> int:
     """``python -m grader autograde [ASSIGNMENT] [nbgrader autograde options]`` (what ``make autograde`` runs):
 
-    1. ``scrub`` the submissions folder (links, unsafe ids, unreadable timestamps; see :func:`collect.scrub`);
+    1. ``scrub`` the submissions folder (links, unsafe ids, unreadable timestamps, everything beside
+       the notebook, a notebook under another obvious name or missing; see :func:`collect.scrub`);
     2. ``nbgrader autograde`` with these arguments;
     3. check that every safe submission it was asked to grade has its grade (an autograded notebook
        and a gradebook entry). Those that do not are graded again on their own (a run that ended
@@ -210,7 +215,7 @@ def autograde(args, nbgrader=None) -> int:
        even the empty notebook cannot be graded, the problem is not the submission: it is put back,
        and this exits 1.
     """
-    from .collect import quarantine, quote, rebind_notes, scrub, set_note, sha256_file
+    from .collect import EMPTY_NOTEBOOK, quarantine, quote, rebind_notes, scrub, set_note, sha256_file
 
     assignment, student, exclude, root, rest = _split_args(list(args))
     if not assignment:
@@ -266,7 +271,7 @@ def autograde(args, nbgrader=None) -> int:
         hashes = {}
         for n in todo[(s, a)]:  # (the notes about the original, e.g. its timestamp, stay)
             hashes[n] = sha256_file(moved[n]) if n in moved else None
-            (folder / f"{n}.ipynb").write_bytes(_EMPTY_NOTEBOOK)
+            (folder / f"{n}.ipynb").write_bytes(EMPTY_NOTEBOOK)
             rebind_notes(root, s, a, f"{n}.ipynb", hashes[n], sha256_file(folder / f"{n}.ipynb"))
         set_note(root, s, a, "driver", note,
                  {f"{n}.ipynb": sha256_file(folder / f"{n}.ipynb") for n in todo[(s, a)]})

@@ -23,6 +23,7 @@ nbformat outputs first (:func:`_clean_outputs`); every pipe is read with a size 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ from traitlets import Bool, Integer, List, Unicode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from . import hide, protocol, sandbox
+from .collect import no_surrogates
 from .rebuild import function_names, grader_meta, is_test_cell
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,6 +140,40 @@ def _trusted_outputs(outputs) -> list:
     return [nbformat.from_dict(o) for o in outputs]
 
 
+def _duration(value) -> float | None:
+    """A number of seconds a sandboxed process reported (its clock can be patched: NaN, infinity, a
+    negative or huge number): a finite number >= 0, rounded, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return round(value, 3) if math.isfinite(value) and value >= 0 else None
+
+
+def _strict_json(node) -> None:
+    """Make a notebook (or any JSON data) writable as strict JSON, in place, without recursion: lone
+    surrogates in strings and keys (a file name that is not UTF-8, printed by a cell) become U+FFFD,
+    as nbgrader's writer would fail on them; numbers that are not finite (``NaN``, ``Infinity``: not
+    JSON, JupyterLab refuses the file) become null. Whatever the sandboxes sent, the file stays readable."""
+    stack = [node]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, dict) and any(isinstance(k, str) and no_surrogates(k) != k for k in obj):
+            items = list(obj.items())
+            obj.clear()
+            obj.update((no_surrogates(k) if isinstance(k, str) else k, v) for k, v in items)
+        for key, value in list(obj.items() if isinstance(obj, dict) else enumerate(obj)):
+            if isinstance(value, str):
+                if (fixed := no_surrogates(value)) is not value:
+                    obj[key] = fixed
+            elif isinstance(value, float) and not math.isfinite(value):
+                obj[key] = None
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+
+
 def _kill(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -175,8 +211,8 @@ class SandboxedExecute(NbGraderPreprocessor):
         meta = grader_meta(nb)
         notes = list(meta.get("notes", []))
         functions = meta.get("functions") or function_names(nb.cells)
-        hidden = tuple(dict.fromkeys(list(meta.get("hide_modules", [])) + list(self.hidden_modules)
-                                     + hide.implementations(self.python, meta.get("methods", []))))
+        hidden = tuple(hide.outermost(list(meta.get("hide_modules", [])) + list(self.hidden_modules)
+                                      + hide.implementations(self.python, meta.get("methods", []))))
         code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         tests = [(i, c) for i, c in code if is_test_cell(c)]
         student = [(i, c) for i, c in code if not is_test_cell(c) and "reference" not in c.metadata.get("tags", [])]
@@ -212,12 +248,15 @@ class SandboxedExecute(NbGraderPreprocessor):
         meta["events"] = events["notes"]
         meta["cell_seconds"] = events.get("seconds", {})
         if self.report:
-            nb.cells.insert(0, self._report_cell(notes, elapsed))
+            nb.cells.insert(0, self._report_cell(notes))
+        _strict_json(nb)  # (nothing the sandboxes sent can make the file unwritable or not JSON)
         self.log.info("Graded in a sandbox in %.1f s%s", elapsed, "; " + " | ".join(notes) if notes else "")
         return nb, resources
 
-    def _report_cell(self, notes, elapsed):
-        lines = [f"**Autograded** in a sandbox in {elapsed:.0f} s (limits: {self.timeout} s for the notebook, "
+    def _report_cell(self, notes):
+        # (no time taken here: a student's code could stretch it by what a hidden test showed it, and read it
+        # back; the instructor finds it in the notebook's metadata.grader.seconds)
+        lines = [f"**Autograded** in a sandbox (limits: {self.timeout} s for the notebook, "
                  f"{self.cell_timeout} s per cell, {self.call_timeout} s per call of your functions, "
                  f"{self.memory_mb} MiB of memory, no network)."]
         if notes:  # (values from submissions are in code spans; everything else is plain text)
@@ -293,8 +332,10 @@ class SandboxedExecute(NbGraderPreprocessor):
         b_out, a_log, b_log = readers
         messages = [m for m in b_out.items if isinstance(m, dict)]
         student_out = [m for m in messages if "student_cell" in m]   # forwarded by the test process
-        events["seconds"] = {"student": {str(m["student_cell"]): m.get("seconds") for m in student_out},
-                             "tests": {str(m.get("cell")): m.get("seconds") for m in messages if "cell" in m}}
+        # (the seconds each cell took, as the sandboxes measured them: only a finite number >= 0 is kept)
+        events["seconds"] = {
+            "student": {str(m["student_cell"]): _duration(m.get("seconds")) for m in student_out},
+            "tests": {str(m.get("cell")): _duration(m.get("seconds")) for m in messages if "cell" in m}}
         self.log.debug("test process log: %s", bytes(b_log.raw[-3000:]).decode("utf-8", "replace"))
         a_res = {str(m["student_cell"]): m.get("outputs") for m in student_out}
         b_res = {str(m["cell"]): m["outputs"] for m in messages if "cell" in m}

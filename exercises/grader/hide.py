@@ -36,7 +36,12 @@ and on disk (``$XDG_CACHE_HOME/course-grader`` or ``~/.cache/course-grader``), k
 course's Python, the folders and modification times of its import roots (a package installed,
 removed or upgraded changes them) and the patterns.
 
-``python -m grader.hide [--python PY] NOTEBOOK...`` prints the audit of source notebooks.
+``python -m grader.hide [--python PY] NOTEBOOK...`` prints the audit of source notebooks, with a
+warning for a ``hide_modules`` entry that a base import loads (:func:`needed_by_every_notebook`),
+and what each ``metadata.grader.forbid`` entry stubs in that Python (:func:`forbid_report`, a dry
+run of :func:`grader.forbid.forbid`: an *allowed* hit such as ``torch._VF.instance_norm`` stays
+importable, and it is the ``aten::`` operator entries that make it raise), with a warning for an
+entry that names nothing.
 """
 from __future__ import annotations
 
@@ -425,12 +430,7 @@ def audit(python: str, methods, cache: bool = True) -> Audit:
         else:
             _AUDITS[(fp, tuple(methods))] = a
             return a
-    if fp not in _NEEDED:
-        stored = _load("needed-" + fp) if cache else None
-        if not (isinstance(stored, list) and len(stored) == 2):
-            stored = needed_modules(python)          # imports torch & co. in that Python: seconds
-            _store("needed-" + fp, list(stored))
-        _NEEDED[fp] = tuple(stored)
+    _needed(python, fp, cache)
     if fp not in _INDEX:
         _INDEX.clear()                       # one venv at a time: the index holds every name defined in it
         _INDEX[fp] = scan(where["roots"], where["mapped"])
@@ -439,6 +439,57 @@ def audit(python: str, methods, cache: bool = True) -> Audit:
     _AUDITS[(fp, tuple(methods))] = a
     _store(key, {k: v for k, v in asdict(a).items() if k not in ("seconds", "cached")})
     return a
+
+
+def _needed(python: str, fp: str, cache: bool = True) -> tuple[dict, dict]:
+    """:func:`needed_modules` of that Python (fingerprint ``fp``), remembered in memory and on disk."""
+    if fp not in _NEEDED:
+        stored = _load("needed-" + fp) if cache else None
+        if not (isinstance(stored, list) and len(stored) == 2):
+            stored = needed_modules(python)          # imports torch & co. in that Python: seconds
+            _store("needed-" + fp, list(stored))
+        _NEEDED[fp] = tuple(stored)
+    return _NEEDED[fp]
+
+
+def needed_by_every_notebook(python: str, modules, cache: bool = True) -> dict[str, str]:
+    """Those of ``modules`` (e.g. a notebook's explicit ``metadata.grader.hide_modules``) that hiding
+    would break: module -> the base import (:data:`BASE_IMPORTS`) that loads it or a submodule of it."""
+    where = import_roots(python)
+    needed, _ = _needed(python, _fingerprint(os.path.abspath(python), where), cache)
+    out = {}
+    for m in modules:
+        base = needed.get(m) or next((b for n, b in needed.items() if n.startswith(m + ".")), None)
+        if base:
+            out[m] = base
+    return out
+
+
+_FORBID_QUERY = r"""
+import json, sys
+arg = json.loads(sys.argv[1])
+sys.path.insert(0, arg["exercises"])
+from grader.forbid import forbid
+print("\n@@FORBID@@" + json.dumps(forbid(arg["entries"], apply=False)))
+"""
+
+
+def forbid_report(python: str, entries) -> dict[str, list[str]]:
+    """What each ``metadata.grader.forbid`` entry would stub in the course's Python (a dry run of
+    :func:`grader.forbid.forbid` there: operators with their dispatch keys, Python functions and
+    classes). An entry with an empty list names nothing: a typo, or a name the library dropped."""
+    arg = {"exercises": str(Path(__file__).resolve().parents[1]), "entries": [str(e) for e in entries or []]}
+    if not arg["entries"]:
+        return {}
+    return json.loads(_ask(python, _FORBID_QUERY, arg, 600).rsplit("@@FORBID@@", 1)[1])
+
+
+def outermost(modules) -> list[str]:
+    """``modules`` without those inside another of them (``scipy.ndimage`` when ``scipy`` is there):
+    the sandbox hides a package folder whole, so what lies inside it is gone already, and hiding it
+    again would need a folder the hidden package no longer has."""
+    modules = list(dict.fromkeys(modules))
+    return [m for m in modules if not any(m.startswith(o + ".") for o in modules)]
 
 
 def implementations(python: str, methods) -> list[str]:
@@ -466,8 +517,20 @@ def _main(argv=None) -> int:
         explicit = list(meta.get("hide_modules", []))
         print(f"{nb}:\n  methods: {a.methods}\n  hide_modules (explicit): {explicit}")
         print(f"  hidden (found): {a.hidden}\n  hidden in all: {list(dict.fromkeys(explicit + a.hidden))}")
+        every = list(dict.fromkeys(explicit + a.hidden))
+        for unit in sorted(set(every) - set(outermost(every))):
+            print(f"  warning: {unit} lies inside another hidden module, which hides it already (see `outermost`)")
+        for unit, base in needed_by_every_notebook(args.python, explicit, cache=not args.no_cache).items():
+            print(f"  warning: hide_modules lists {unit}, which `import {base}` loads: every graded notebook "
+                  f"needs that import, and hiding {unit} breaks it")
+        for entry, stubs in forbid_report(args.python, meta.get("forbid", [])).items():
+            if stubs:
+                print(f"  forbid {entry}: {len(stubs)} stub(s): {', '.join(stubs[:4])}" + (" ..." if len(stubs) > 4 else ""))
+            else:
+                print(f"  warning: forbid {entry} names nothing in that Python (a typo, or a name the library dropped)")
         for unit, why in a.allowed.items():
-            print(f"  allowed: {unit} ({why}); hits: {', '.join(h.split('  ')[0] for h in a.hits[unit][:6])}"
+            print(f"  allowed: {unit} ({why}; `forbid` stubs what must not be called); "
+                  f"hits: {', '.join(h.split('  ')[0] for h in a.hits[unit][:6])}"
                   + (" ..." if len(a.hits[unit]) > 6 else ""))
         for unit in a.hidden:
             print(f"  hit: {unit}: {', '.join(h.split('  ')[0] for h in a.hits[unit][:6])}"

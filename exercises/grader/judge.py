@@ -18,9 +18,17 @@ of outputs per cell; they are forwarded to the driver (``OUT_FD``) as the studen
 and each must come within the per-cell time limit (plus a little), so a cell that ignores
 the interrupt is stopped from here. After ``READY``, only answers are accepted, and the
 arguments of calls are sent only then: nothing the student's code learns from them can
-reach the feedback as outputs. In the feedback of *hidden* tests, an exception raised by
-the student's function shows only its type, and the numbers in failure messages are
-masked, so that hidden inputs cannot be read back from it.
+reach the feedback as outputs.
+
+Hidden inputs cannot come back through the feedback either, whatever channel the student's
+code uses to carry them from one call to the next (a file in the sandbox's ``/tmp``, shared
+memory, a timing): the tests run in **two phases**. First the *visible* part of every test
+cell (the lines before ``### BEGIN HIDDEN TESTS``), with full messages: no hidden input has
+been sent yet. Then the hidden parts, each in the namespace its cell's visible part left;
+from then on, everything the student's code could have learnt is tainted, so a failure there
+is reported by one fixed phrase (:data:`HIDDEN_FAILURE`: not the exception's type, not its
+line, no numbers) and the hidden parts' printed output is not shown. What a hidden test can
+tell is whether its cell passed, which its points tell anyway.
 
 Each test cell runs like a notebook cell (its last expression is its result, so a cell can
 award partial credit nbgrader-style by ending with a number). Its outputs go to the driver
@@ -35,7 +43,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import secrets
 import sys
 import time
@@ -72,10 +79,6 @@ def _rebuild(error: dict, name: str) -> BaseException:
     memory = kind == "MemoryError" or ("alloc" in low and "memory" in low)
     if memory:
         exc.args = (f"{exc.args[0] if exc.args else ''}\n[the grading sandbox limits memory; this call ran out of it]",)
-    # what a hidden test may show of it: the type, if it is a built-in one, and fixed words only
-    shown = kind if cls is not None and isinstance(cls, type) and issubclass(cls, BaseException) else "an exception"
-    exc.student_summary = (f"your function {name}() raised {shown}" + (" (it ran out of the sandbox's memory)"
-                                                                        if memory else ""))
     return exc
 
 
@@ -94,6 +97,7 @@ class Remote:
         self.broken: str | None = None
         self.timed_out: set[str] = set()
         self.started = time.monotonic()
+        self.hidden_phase = False   # set once hidden tests run: then no message may say which call broke
 
     def _frame_before_ready(self, deadline: float) -> bytes:
         return protocol.read_frame(self.resp_fd, protocol.MAX_JSON, min(deadline, self.started + self.setup_timeout))
@@ -159,10 +163,8 @@ class Remote:
         if self.broken:
             raise GradingError(self.broken)
         if name in self.timed_out:
-            exc = TimeoutError(f"{name}() was not called again: an earlier call did not return within "
+            raise TimeoutError(f"{name}() was not called again: an earlier call did not return within "
                                f"{self.call_timeout:g} s (the time limit per call)")
-            exc.trusted = True
-            raise exc
         self._wait_ready()
         req_id = secrets.token_hex(8)
         request = protocol.dumps({"id": req_id, "name": name, "args": tuple(args), "kwargs": dict(kwargs),
@@ -176,7 +178,9 @@ class Remote:
             if not isinstance(answer, dict) or answer.get("id") != req_id:
                 raise protocol.ProtocolError("an answer to another question")
         except (protocol.Deadline, EOFError, OSError, protocol.ProtocolError) as e:
-            self.broken = (f"the process running your code stopped answering during a call to {name}() "
+            self.broken = ("the process running your code stopped answering during a hidden test"
+                           if self.hidden_phase else
+                           f"the process running your code stopped answering during a call to {name}() "
                            f"({type(e).__name__})")
             raise GradingError(self.broken) from None
         if not answer.get("ok"):
@@ -210,70 +214,102 @@ class Proxy:
         return f"<your function {self.__name__}>"
 
 
-def hidden_lines(source: str) -> set[int]:
-    """Line numbers (1-based) of a test cell that lie in its hidden-tests region."""
-    lines, hidden = set(), False
-    for n, line in enumerate(source.split("\n"), 1):
-        if "BEGIN HIDDEN TESTS" in line:
-            hidden = True
-        elif "END HIDDEN TESTS" in line:
-            hidden = False
-        elif hidden:
-            lines.add(n)
-    return lines
+HIDDEN_FAILURE = ("a hidden test of this cell failed. Hidden tests try your function on other sizes, layers, "
+                  "targets and networks; they show no details (that would reveal their inputs). Check that your "
+                  "function is general: no fixed sizes, no fixed layer or class, no change to its arguments, "
+                  "and fast enough for the time limit.")
 
 
-def _error_output(exc: BaseException, filename: str, hidden: set[int] = frozenset()) -> dict:
+def split_hidden(source: str) -> tuple[str, str | None]:
+    """``(visible, hidden)``: the test cell's lines before ``### BEGIN HIDDEN TESTS``, and the rest,
+    padded with blank lines so that its line numbers are the cell's. ``hidden`` is None when the
+    cell has no hidden part. If the split is not valid Python on both sides (a marker inside a
+    block), the whole cell counts as hidden."""
+    lines = source.split("\n")
+    begin = next((n for n, line in enumerate(lines) if "BEGIN HIDDEN TESTS" in line), None)
+    if begin is None:
+        return source, None
+    visible, hidden = "\n".join(lines[:begin]), "\n" * begin + "\n".join(lines[begin:])
+    try:
+        ast.parse(visible)
+        ast.parse(hidden)
+    except SyntaxError:
+        return "", source
+    return visible, hidden
+
+
+def _error_output(exc: BaseException, filename: str, hidden: bool = False) -> dict:
     """The exception and the line number in the test cell, but no code (hidden tests stay hidden).
 
-    In a hidden test, the student's own exception shows only its (built-in) type, and the
-    digits of other messages that quote the answer (failed checks) are masked: what the
-    feedback says cannot carry the hidden inputs back to the student. Messages this process
-    makes up alone (the grading stopped, a call timed out) are shown as they are."""
+    A failure in the hidden phase is reported by :data:`HIDDEN_FAILURE` alone, whatever it was:
+    its type, its line or its numbers could all be chosen by the student's code from a hidden
+    input, and read back from the feedback."""
+    if hidden:
+        return {"output_type": "error", "ename": "HiddenTestFailed", "evalue": HIDDEN_FAILURE,
+                "traceback": [f"HiddenTestFailed: {HIDDEN_FAILURE}\n"]}
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     line = lines[-1] if lines else None
-    trusted = isinstance(exc, GradingError) or getattr(exc, "trusted", False)   # said by this process alone
-    if line is not None and line in hidden and not trusted:
-        summary = getattr(exc, "student_summary", None)
-        message = (f"{summary} (in a hidden test, the message of your own exception is not shown: "
-                   f"try your function on other sizes, layers and targets)" if summary
-                   else re.sub(r"[0-9]", "#", str(exc))[:2000] + "\n(in a hidden test, numbers are masked)")
-        text = f"(line {line} of the test cell, a hidden test)\n{type(exc).__name__}: {message}\n"
-        return {"output_type": "error", "ename": type(exc).__name__, "evalue": message, "traceback": [text]}
     where = f"(line {line} of the test cell)\n" if line is not None else ""
     text = where + "".join(traceback.format_exception_only(type(exc), exc))
     return {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc)[:MAX_TEXT],
             "traceback": [text[-MAX_TEXT:]]}
 
 
-def run_cell(source: str, ns: dict, filename: str) -> list[dict]:
-    """Run one cell like Jupyter does: its outputs as nbformat output dicts."""
+def run_cell(source: str, ns: dict, filename: str, hidden: bool = False, last: bool = True) -> tuple[list[dict], bool]:
+    """Run one cell (or one phase of it) like Jupyter does: ``(outputs as nbformat output dicts, passed)``.
+    ``hidden``: the hidden phase; its printed output is left out and a failure is the fixed phrase.
+    ``last``: this is the end of the cell, whose last expression is its result (nbgrader reads a number
+    there as partial credit, any other value as full marks: so only the cell's very end may have one)."""
     out = io.StringIO()
     outputs, result = [], None
     try:
         tree = ast.parse(source, filename)
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        final = None
+        if last and tree.body and isinstance(tree.body[-1], ast.Expr):
+            final = ast.Expression(tree.body.pop().value)
         import linecache
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = lambda m, c, f, ln, file=None, line=None: print(f"{c.__name__}: {m}")
             exec(compile(tree, filename, "exec"), ns)
-            if last is not None:
-                result = eval(compile(last, filename, "eval"), ns)
+            if final is not None:
+                result = eval(compile(final, filename, "eval"), ns)
     except BaseException as e:  # noqa: BLE001 - a failing test is this cell's result
-        if out.getvalue():
+        if out.getvalue() and not hidden:
             outputs.append({"output_type": "stream", "name": "stdout", "text": out.getvalue()[:MAX_TEXT]})
-        outputs.append(_error_output(e, filename, hidden_lines(source)))
-        return outputs
-    if out.getvalue():
+        outputs.append(_error_output(e, filename, hidden))
+        return outputs, False
+    if out.getvalue() and not hidden:
         outputs.append({"output_type": "stream", "name": "stdout", "text": out.getvalue()[:MAX_TEXT]})
-    if result is not None:
+    if result is not None and (not hidden or isinstance(result, (int, float))):   # (a number: partial credit)
         outputs.append({"output_type": "execute_result", "execution_count": None, "metadata": {},
                         "data": {"text/plain": repr(result)[:MAX_TEXT]}})
-    return outputs
+    return outputs, True
+
+
+def run_tests(cells, base: dict, write, hidden_phase=lambda: None) -> None:
+    """Run the test cells in two phases (see the module's docstring): every cell's visible part,
+    then (after calling ``hidden_phase()``) every hidden part; ``write(cell_id, outputs, seconds)``
+    gets each cell's outputs once its result is known (a cell whose visible part failed is
+    reported at once)."""
+    pending = []
+    for cell in cells:
+        visible, hidden = split_hidden(cell["source"])
+        filename = f"<test cell {cell['id']}>"
+        ns = dict(base)
+        start = time.monotonic()
+        outputs, passed = run_cell(visible, ns, filename, last=hidden is None)
+        seconds = time.monotonic() - start
+        if passed and hidden is not None:
+            pending.append((cell, hidden, filename, ns, outputs, seconds))
+        else:
+            write(cell["id"], outputs, seconds)
+    hidden_phase()
+    for cell, hidden, filename, ns, outputs, seconds in pending:
+        start = time.monotonic()
+        more, _ = run_cell(hidden, ns, filename, hidden=True)
+        write(cell["id"], outputs + more, seconds + time.monotonic() - start)
 
 
 def _json(frame: bytes) -> dict:
@@ -305,14 +341,12 @@ def main(argv=None) -> None:
     remote = Remote(resp_fd, req_fd, float(job["setup_timeout"]), float(job["call_timeout"]),
                     cells=job.get("student_cells", ()), cell_timeout=float(job.get("cell_timeout", 30)),
                     forward=lambda message: protocol.write_json(out_fd, message))
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+    base: dict = {"__name__": "__main__", "__builtins__": builtins}
     for name in job["functions"]:
-        ns[name] = Proxy(remote, name)
-    for cell in job["cells"]:
-        start = time.monotonic()
-        outputs = run_cell(cell["source"], ns, f"<test cell {cell['id']}>")
-        protocol.write_json(out_fd, {"cell": cell["id"], "outputs": outputs,
-                                     "seconds": round(time.monotonic() - start, 3)})
+        base[name] = Proxy(remote, name)
+    run_tests(job["cells"], base, lambda cell, outputs, seconds: protocol.write_json(
+        out_fd, {"cell": cell, "outputs": outputs, "seconds": round(seconds, 3)}),
+        hidden_phase=lambda: setattr(remote, "hidden_phase", True))
     remote.finish()
     protocol.write_json(out_fd, {"done": True, "broken": remote.broken})
     os.close(out_fd)

@@ -11,7 +11,9 @@ of the *driver* (runs in the grader venv, outside any sandbox).
   cells with their hidden tests) is taken from there, and only the student's answer cells
   (nbgrader solution cells, matched by ``grade_id``) and the cells the student added come
   from the submission. A deleted, edited or re-typed test cell, changed points, a forged
-  grade cell: none of it survives. What was found is listed in the feedback.
+  grade cell: none of it survives. What was found is listed in the feedback, and so are the
+  suspicious routes in the student's code, flagged for the instructor (:mod:`grader.routes`;
+  also in ``metadata.grader.flags`` and on the console).
 * :class:`HideHiddenTests` (feedback) -- a test cell shows its visible tests and every error
   message, not the hidden tests' code; the student's markdown is shown verbatim.
 
@@ -45,9 +47,10 @@ from traitlets import Unicode
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from .collect import grader_notes, quote, read_regular, why_unsafe
+from . import routes
+from .collect import MAX_FILE_BYTES, grader_notes, no_surrogates, quote, read_regular, why_unsafe
 
-MAX_NOTEBOOK_BYTES = 32 << 20
+MAX_NOTEBOOK_BYTES = MAX_FILE_BYTES  # (64 MiB: what grader.collect collects)
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
 
@@ -175,6 +178,7 @@ def clean_submission(data) -> tuple[nbformat.NotebookNode, list[str], list[str] 
         md = cell.get("metadata", {})
         nbg = md.get("nbgrader") if isinstance(md, dict) else None
         gid = nbg.get("grade_id") if isinstance(nbg, dict) else None
+        gid = no_surrogates(gid) if isinstance(gid, str) else gid  # (lone surrogates: U+FFFD, writable)
         if isinstance(gid, str) and 0 < len(gid) <= 200:
             where += f" ({quote(gid)})"
         ctype, src = cell.get("cell_type"), cell.get("source", "")
@@ -186,6 +190,7 @@ def clean_submission(data) -> tuple[nbformat.NotebookNode, list[str], list[str] 
         if not isinstance(src, str):
             notes.append(f"{where} has {_a(src)} as its source, not text; it was left out.")
             continue
+        src = no_surrogates(src)
         if not isinstance(md, dict):
             notes.append(f"The metadata of {where[0].lower()}{where[1:]} is {_a(md)}, not a mapping; it was ignored.")
             md, nbg = {}, None
@@ -229,7 +234,7 @@ def read_submission(filename: str) -> tuple[nbformat.NotebookNode, list[str], st
     the file's structure); raises ValueError (or another exception) if it cannot be read at all."""
     data = read_regular(filename, MAX_NOTEBOOK_BYTES)
     digest = hashlib.sha256(data).hexdigest()
-    text = data.decode("utf-8")
+    text = data.decode("utf-8", "replace")  # (a byte that is not UTF-8 costs that character, not the grade)
     notes = []
     depth = _json_depth(text)
     if depth > MAX_JSON_DEPTH:
@@ -470,10 +475,35 @@ class RebuildFromSource(NbGraderPreprocessor):
         nb.metadata = copy.deepcopy(source.metadata)
         if kernelspec:
             nb.metadata["kernelspec"] = kernelspec
+        flags = self._flag_routes(source, answers, extras, resources, notes)
         meta = grader_meta(nb)
         meta["notes"] = notes
         meta["functions"] = function_names(source.cells)
+        meta["flags"] = flags
         return nb, resources
+
+    #: at most this many flags are listed in the feedback (all of them stay in the metadata, up to 200)
+    MAX_FLAGS_SHOWN = 12
+
+    def _flag_routes(self, source, answers, extras, resources, notes) -> list[dict]:
+        """Suspicious routes in the student's code (:mod:`grader.routes`), for the instructor: a note in
+        the feedback's report, ``metadata.grader.flags`` of the autograded notebook, a console line."""
+        try:
+            flags = routes.notebook_flags(source.cells, answers, extras, source.metadata.get("grader", {}))
+        except Exception:  # noqa: BLE001 - no flags is better than no grade
+            self.log.exception("Could not scan the submission for suspicious routes")
+            return []
+        if not flags:
+            return []
+        shown = [f.text(quote) for f in flags[: self.MAX_FLAGS_SHOWN]]
+        more = len(flags) - len(shown)
+        notes.append("For your instructor to read: your code uses routes that can get around the rules of this "
+                     "exercise or reach the grader (a flag, not a deduction; your instructor looks at them): "
+                     + "; ".join(shown) + (f"; and {more} more." if more > 0 else "."))
+        nbg = resources.get("nbgrader", {})
+        self.log.warning("Flagged for the instructor: %s/%s: %d suspicious route(s): %s%s", nbg.get("student"),
+                         nbg.get("assignment"), len(flags), "; ".join(shown), f"; and {more} more" if more > 0 else "")
+        return routes.as_metadata(flags[:200])
 
     @staticmethod
     def _release_source(cell) -> str:

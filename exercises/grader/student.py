@@ -34,6 +34,7 @@ import traceback
 from course_lib.grading import state as _state_of_arguments  # bound before any student code runs
 
 from . import protocol
+from .forbid import forbid
 
 MAX_TEXT = 20_000          # characters of one stream output kept
 MAX_IMAGE = 2 << 20        # bytes of one PNG kept
@@ -114,37 +115,6 @@ def run_cells(shell, cells, cell_timeout: float, out_fd: int) -> None:
                                      "seconds": round(time.monotonic() - start, 3)})
 
 
-def forbid(dotted: str) -> None:
-    """Replace the function or class ``dotted`` (e.g. ``torch.nn.functional.instance_norm``) by a stub
-    that raises, for this process: what an exercise asks the student to write by hand, where the
-    library cannot be hidden as a whole (``metadata.grader.forbid``). A best effort: the student
-    could reach the original by other paths, which a human reader of the notebook would see."""
-    import importlib
-
-    parts = dotted.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            owner = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for name in parts[i:-1]:
-                owner = getattr(owner, name)
-        except AttributeError:
-            return
-        if not hasattr(owner, parts[-1]):
-            return
-
-        def stub(*args, **kwargs):
-            raise NotImplementedError(f"{dotted} is not available while this exercise is graded: the exercise "
-                                      f"asks you to write it yourself")
-        try:
-            setattr(owner, parts[-1], stub)
-        except (AttributeError, TypeError):  # a read-only attribute (of a C extension type): left as it is
-            pass
-        return
-
-
 # --------------------------------------------------------------------------- serving calls
 
 def _error(req_id, exc: BaseException | None = None, kind: str = "", message: str = "", tb: str = "") -> bytes:
@@ -156,6 +126,32 @@ def _error(req_id, exc: BaseException | None = None, kind: str = "", message: st
             tb = ""
     return protocol.dumps({"id": req_id, "ok": False,
                            "error": {"type": kind, "message": message[:4000], "traceback": tb[-8000:]}})
+
+
+def _seal() -> list[tuple[dict, str, object, object]]:
+    """What computes an answer's reported state, as ``(namespace, name, object, its code)``, taken
+    when this module is imported (before any student code runs)."""
+    import course_lib.grading as grading
+
+    sealed = []
+    for namespace, names in ((globals(), ("_state_of_arguments", "_answer", "_tampered", "protocol")),
+                             (vars(protocol), ("encode_value", "dumps")),
+                             (vars(grading), ("state", "_digest", "_hooks"))):
+        for name in names:
+            obj = namespace.get(name)
+            sealed.append((namespace, name, obj, getattr(obj, "__code__", None)))
+    return sealed
+
+
+def _tampered() -> list[str]:
+    """The names of :func:`_seal` that no longer hold their object or code (empty: intact).
+
+    A best effort, like every check made in this process: code that can patch these can patch this
+    check too. It stops the plain forgery (a student's function that walks up the stack and
+    replaces the state function by one that reports the state before the call); the rest is for
+    the suspicious-routes flags and the instructor to see (``exercises/README.md``)."""
+    return [name for namespace, name, obj, code in _SEALED
+            if namespace.get(name) is not obj or getattr(obj, "__code__", None) is not code]
 
 
 def _answer(ns, data: bytes) -> bytes:
@@ -171,6 +167,12 @@ def _answer(ns, data: bytes) -> bytes:
                                   f"(did its cell run without an error? did you keep its name?)")
         args, kwargs = req["args"], req["kwargs"]
         value = fn(*args, **kwargs)
+        changed = _tampered()
+        if changed:
+            return _error(req_id, kind="GradingTampered",
+                          message=f"during this call your code changed the grader's own functions "
+                                  f"({', '.join(changed)}), which compute what the tests are told; the call is "
+                                  f"not graded, and your instructor sees this")
         answer = {"id": req_id, "ok": True, "value": protocol.encode_value(value)}
         if req.get("report"):  # the state after the call, as data: the test process judges it
             answer["state"] = protocol.encode_value(_state_of_arguments(args, kwargs))
@@ -269,6 +271,7 @@ def call_in_child(ns, data: bytes, timeout: float) -> bytes:
 
 
 MAX_FD = 4096  # above the sandbox's RLIMIT_NOFILE (256)
+_SEALED = _seal()
 
 
 def serve(ns, req_fd: int, resp_fd: int, call_timeout: float) -> None:
@@ -294,8 +297,7 @@ def main(argv=None) -> None:
             __import__(name)
         except Exception:  # noqa: BLE001 - the cell that imports it will show the error
             pass
-    for dotted in job.get("forbid", ()):
-        forbid(dotted)
+    forbid(job.get("forbid", ()))   # (what each entry stubbed goes to this process's log only)
     shell = _make_shell()
     protocol.write_json(resp_fd, {"started": True})
     run_cells(shell, job["cells"], float(job["cell_timeout"]), resp_fd)
