@@ -40,8 +40,10 @@ The lecture topics:
 - :mod:`course_lib.optimize` -- the optimisation core of notebooks 05-08: objective x parameterisation
   x transforms, one loop (Adam, L-BFGS, sign and normalised steps)
 - :mod:`course_lib.class_viz`, :mod:`course_lib.adversarial`, :mod:`course_lib.deepdream`,
-  :mod:`course_lib.inversion` -- notebook 05: class visualisation, adversarial and universal
-  perturbations, DeepDream, feature inversion
+  :mod:`course_lib.inversion` -- notebook 05: class and feature (one unit's) visualisation, adversarial
+  and universal perturbations, DeepDream, feature inversion
+- :mod:`course_lib.texture`  -- notebook 06: texture synthesis before CNNs: Efros-Leung, image quilting
+  (minimum-error boundary cut), Heeger-Bergen (histograms of an oriented filter bank)
 - :mod:`course_lib.style`    -- notebooks 06-07: Gram matrices, style and content losses, texture
   synthesis, Gatys style transfer (style scale, blending, colour preservation)
 - :mod:`course_lib.fast_style` -- notebook 08: Johnson's transformer network (instance or batch norm),

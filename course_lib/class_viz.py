@@ -1,4 +1,4 @@
-"""Class visualisation: the image the network finds most typical of a class.
+"""Class and feature visualisation: the image the network finds most typical of a class, or of one unit.
 
 Simonyan et al. (2014) asked the network itself: starting from the mean image (``I = 0``,
 since the network was trained on centred data), which image ``I`` maximises the score of
@@ -20,6 +20,15 @@ images more natural, each a switch here:
 * **clipping** pixels with a small norm (``norm_percentile``) or a small contribution to the
   score (``contribution_percentile``) to the mean colour.
 
+The same ascent works for **any unit** (Erhan et al. 2009; Olah et al. 2017):
+:func:`feature_visualization` climbs the mean activation of one channel of an inner layer,
+
+    x* = argmax_x  a_{l,c}(x),    a_{l,c}(x) = mean_jk A_l(x)[c, j, k],
+
+one image per channel in one batch, on the pixels or on a decorrelated Fourier
+parameterisation (:class:`course_lib.optimize.FourierImage`), which favours natural, low-frequency
+images where pixel steps favour high-frequency patterns.
+
 Everything runs through :func:`course_lib.optimize.optimize`.
 """
 from __future__ import annotations
@@ -33,6 +42,8 @@ from .models import mean_colour
 
 #: The regularisers of Yosinski et al. (2015), in the order notebook 05 adds them.
 REGULARISERS = ("l2", "jitter", "blur", "clip")
+#: What :func:`feature_visualization` can optimise, each with its default Adam step size.
+PARAMETERISATIONS = {"fourier": 0.01, "pixels": 0.02}
 
 
 def class_visualization(model, target, *, steps: int = 200, lr: float = 0.02, l2_weight: float = 0.1,
@@ -53,26 +64,84 @@ def class_visualization(model, target, *, steps: int = 200, lr: float = 0.02, l2
     """
     if objective not in ("score", "probability"):
         raise ValueError(f"objective must be 'score' or 'probability', got {objective!r}")
-    l2_weight, blur_sigma = check_number(l2_weight, "l2_weight", low=0), check_number(blur_sigma, "blur_sigma", low=0)
-    jitter, blur_every = check_int(jitter, "jitter", low=0), check_int(blur_every, "blur_every", low=0)
     size = model.input_size if size is None else check_int(size, "size", low=1)
     # class_score and class_probability both check target
     ascent = opt.class_score(model, target) if objective == "score" else opt.class_probability(model, target)
     opt.check_fits(model, size)
     scalar = isinstance(target, (int, np.integer)) or (isinstance(target, torch.Tensor) and target.ndim == 0)
     n = 1 if scalar else len(target)
-    device = model_device(model)
-    mean = torch.tensor(mean_colour(model), dtype=model_dtype(model), device=device).view(1, 3, 1, 1).expand(n, 3, size, size)
+    return _ascend(model, ascent, opt.PixelImage(_mean_image(model, n, size)), l2_weight=l2_weight, jitter=jitter,
+                   blur_every=blur_every, blur_sigma=blur_sigma, norm_percentile=norm_percentile,
+                   contribution_percentile=contribution_percentile, steps=steps, lr=lr, seed=seed, callback=callback,
+                   every=every, progress=progress,
+                   desc=f"class {target} ({model.class_names[target]})" if scalar else f"class {target}")
+
+
+def feature_visualization(model, *, layer: str, channels, param: str = "fourier", steps: int = 100,
+                          lr: float | None = None, jitter: int = 8, l2_weight: float = 0.0, blur_every: int = 0,
+                          blur_sigma: float = 0.5, size: int | None = None, seed: int = 0, callback=None,
+                          every: int = 10, progress: bool = True) -> opt.Optimized:
+    """What one unit wants (Erhan et al. 2009; Olah et al. 2017): for each ``c_i = channels[i]``,
+
+        x_i* = argmax_x  a_{l,c_i}(x) - l2_weight * mean(I^2),    a_{l,c}(x) = mean_jk A_l(x)[c, j, k],
+
+    the image that most excites channel ``c_i`` of ``layer`` on average over its positions
+    (:func:`course_lib.optimize.channels`), all channels in one batch: every image starts from the same
+    start and sees the same jitter, so image ``i`` is what channel ``c_i`` alone would draw (up to
+    rounding, which Adam's steps amplify over a long run). ``param`` is what Adam changes:
+    ``"fourier"`` (:class:`~course_lib.optimize.FourierImage`, a decorrelated 1/f-scaled spectrum, from a
+    random one drawn with ``seed``; ``lr`` default 0.01) or ``"pixels"`` (from the mean image, as
+    :func:`class_visualization`; ``lr`` default 0.02). Both are shifted by random ``jitter`` before each
+    step; periodic blur (``blur_every``, ``blur_sigma``) acts on pixels only.
+    ``channels``: an int or a list of ints (each checked against the layer's channels at the first step).
+    Returns ``Optimized(image, history)``: ``[len(channels), 3, size, size]`` in ``[0, 1]`` (``size``:
+    the model's input size unless given) and the :class:`~course_lib.optimize.History` of the run.
+    """
+    if param not in PARAMETERISATIONS:
+        raise ValueError(f"param must be one of {', '.join(map(repr, PARAMETERISATIONS))}, got {param!r}")
+    ascent = opt.channels(model, layer=layer, channels=channels)   # checks layer and channels
+    n = 1 if np.ndim(channels) == 0 else len(channels)
+    size = model.input_size if size is None else check_int(size, "size", low=1)
+    opt.check_fits(model, size, ascent.layers)
+    if param == "pixels":
+        start = opt.PixelImage(_mean_image(model, n, size))
+    else:
+        start = opt.FourierImage(size, batch=n, seed=seed).to(device=model_device(model), dtype=model_dtype(model))
+        start.spectrum.data[1:] = start.spectrum.data[:1]   # one start for every channel
+    return _ascend(model, ascent, start, l2_weight=l2_weight, jitter=jitter, blur_every=blur_every,
+                   blur_sigma=blur_sigma, steps=steps, lr=PARAMETERISATIONS[param] if lr is None else lr, seed=seed,
+                   callback=callback, every=every, progress=progress, desc=f"{param} {ascent.name}")
+
+
+def _mean_image(model, n: int, size: int) -> torch.Tensor:
+    """``n`` images of ``size x size`` pixels of the data's mean colour (``I = 0``), of the model's type and device."""
+    mean = torch.tensor(mean_colour(model), dtype=model_dtype(model), device=model_device(model))
+    return mean.view(1, 3, 1, 1).expand(n, 3, size, size)
+
+
+def _ascend(model, ascent: opt.Objective, param, *, l2_weight: float, jitter: int, blur_every: int, blur_sigma: float,
+            norm_percentile: float = 0.0, contribution_percentile: float = 0.0, **run) -> opt.Optimized:
+    """Maximise ``ascent - l2_weight * mean(I^2)`` over ``param`` by Adam (``run``: the rest of
+    :func:`course_lib.optimize.optimize`'s options) with Yosinski et al.'s regularisers: random jitter
+    before each step; a :class:`~course_lib.optimize.PixelImage` is also clamped to [0, 1], blurred
+    every ``blur_every`` steps and clipped after each step (another parameterisation refuses blur and clipping)."""
+    l2_weight, blur_sigma = check_number(l2_weight, "l2_weight", low=0), check_number(blur_sigma, "blur_sigma", low=0)
+    jitter, blur_every = check_int(jitter, "jitter", low=0), check_int(blur_every, "blur_every", low=0)
     j = ascent - l2_weight * opt.l2(model) if l2_weight else ascent
-    projections = [opt.clamp_pixels()]
-    if blur_every and blur_sigma:
-        projections.append(opt.blur_every(blur_every, blur_sigma))
-    if norm_percentile or contribution_percentile:
-        projections.append(opt.clip_small(model, norm_percentile, contribution_percentile))
-    return opt.optimize(model, j, opt.PixelImage(mean), steps=steps, lr=lr,
-                        transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
-                        seed=seed, callback=callback, every=every, progress=progress,
-                        desc=f"class {target} ({model.class_names[target]})" if scalar else f"class {target}")
+    blur, clip = blur_every and blur_sigma, norm_percentile or contribution_percentile
+    if not isinstance(param, opt.PixelImage):
+        if blur or clip:
+            raise ValueError("blur_every and the clipping percentiles act on pixels: use param='pixels', "
+                             "or set them to 0")
+        projections = []
+    else:
+        projections = [opt.clamp_pixels()]
+        if blur:
+            projections.append(opt.blur_every(blur_every, blur_sigma))
+        if clip:
+            projections.append(opt.clip_small(model, norm_percentile, contribution_percentile))
+    return opt.optimize(model, j, param, transforms=[opt.jitter(jitter)] if jitter else [], projections=projections,
+                        **run)
 
 
 def regulariser_settings(upto: str | None, l2_weight: float = 0.1, jitter: int = 4, blur_every: int = 4,

@@ -166,6 +166,29 @@ def channel(model, *, layer: str, channel: int) -> Objective:
                      f"{layer}[{channel}]")
 
 
+def channels(model, *, layer: str, channels) -> Objective:
+    """``a_{l,c_i}(x_i) = mean_jk A_l(x_i)[c_i, j, k]``: image ``i`` of the batch scores the mean activation of
+    its own channel ``c_i = channels[i]`` (one channel for all images: :func:`channel`). A batch of
+    feature visualisations is then one optimisation: image ``i``'s gradient depends on image ``i`` only.
+    ``channels``: an int or a list of ints, each checked against the layer's channels at the first pass."""
+    _check_layer(model, layer)
+    many = channels.tolist() if hasattr(channels, "tolist") else channels   # arrays and tensors: their ints
+    cs = [check_int(c, "channel") for c in (many if isinstance(many, (list, tuple, range)) else [many])]
+    if not cs:
+        raise ValueError("channels: give at least one channel")
+
+    def f(a, x):
+        act = a[layer]
+        idx = [check_channel(c, act.shape[1], layer) for c in cs]
+        if len(idx) == 1:
+            idx = idx * len(act)
+        elif len(idx) != len(act):
+            raise ValueError(f"{len(idx)} channels for a batch of {len(act)} images")
+        return act[torch.arange(len(act)), idx].reshape(len(act), -1).mean(1)
+
+    return Objective((layer,), f, f"{layer}[{', '.join(map(str, cs))}]")
+
+
 def layer_l2(model, *, layer: str, channel: int | None = None) -> Objective:
     """``||A_l||^2 / size``: the mean squared activation of a layer (or of one ``channel``). DeepDream's objective."""
     _check_layer(model, layer)

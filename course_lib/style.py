@@ -275,46 +275,6 @@ def with_random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     return twin
 
 
-def image_quilting(image: torch.Tensor, size, patch: int = 32, overlap: int = 8, candidates: int = 300,
-                   seed: int = 0) -> torch.Tensor:
-    """The *patch-copying* family of texture synthesis (Efros & Freeman 2001, simplified): fill a
-    ``size`` canvas in raster order with ``patch x patch`` blocks copied from ``image``; each
-    block is the best of ``candidates`` random source positions by the squared error on the
-    ``overlap`` strips it shares with blocks already placed (no seam cut).
-
-    Quilting copies real pixels (sharp, exact colours) but repeats the source and shows seams
-    where no candidate fits; compare with :func:`texture_synthesis`, which copies nothing.
-    One source image (a batch is refused); ``size``: ``S`` or ``(H, W)``.
-    """
-    image = check_pixels(image, "texture image", batch=False)
-    h, w = check_size(size)
-    patch, overlap = check_int(patch, "patch", low=1), check_int(overlap, "overlap", low=0)
-    candidates, seed = check_int(candidates, "candidates", low=1), check_int(seed, "seed")
-    sh, sw = image.shape[-2:]
-    if not 0 <= overlap < patch <= min(sh, sw):
-        raise ValueError(f"need 0 <= overlap < patch <= the image's shorter side ({min(sh, sw)}); "
-                         f"got patch {patch}, overlap {overlap}")
-    g = torch.Generator().manual_seed(seed)
-    step = patch - overlap
-    rows, cols = math.ceil(max(h - overlap, 1) / step), math.ceil(max(w - overlap, 1) / step)
-    canvas = torch.zeros(3, rows * step + overlap, cols * step + overlap)
-    for r in range(rows):
-        for c in range(cols):
-            ys = torch.randint(0, sh - patch + 1, (candidates,), generator=g)
-            xs = torch.randint(0, sw - patch + 1, (candidates,), generator=g)
-            cand = torch.stack([image[0, :, y:y + patch, x:x + patch] for y, x in zip(ys.tolist(), xs.tolist())])
-            y0, x0 = r * step, c * step
-            placed = canvas[:, y0:y0 + patch, x0:x0 + patch]
-            mask = torch.zeros(patch, patch, dtype=torch.bool)
-            if r:
-                mask[:overlap] = True
-            if c:
-                mask[:, :overlap] = True
-            err = ((cand - placed) ** 2 * mask).flatten(1).sum(1)
-            canvas[:, y0:y0 + patch, x0:x0 + patch] = cand[int(err.argmin())]
-    return canvas[None, :, :h, :w].clone()
-
-
 def texture_synthesis(model, style: torch.Tensor, size=None, *, layers=None, steps: int = 100,
                       step_rule: str = "lbfgs", lr: float | None = None, pool: str = "max", seed: int = 0,
                       callback=None, every: int = 10, progress: bool = True) -> opt.Optimized:

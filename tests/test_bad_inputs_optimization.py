@@ -18,6 +18,7 @@ from course_lib import fast_style as FS
 from course_lib import inversion as I
 from course_lib import optimize as O
 from course_lib import style as S
+from course_lib import texture as TX
 from course_lib.inputs import check_perturbation, check_pixels, check_size
 from course_lib.models import CourseNet, prepare_model
 
@@ -120,7 +121,9 @@ SINGLE_IMAGE = {
     "content_loss": (lambda m, b: S.content_loss(m, b), "content image"),
     "style_distance": (lambda m, b: S.style_distance(m, b, _img()), "image"),
     "transfer_losses": (lambda m, b: S.transfer_losses(m, b, _img(), _img()), "image"),
-    "image_quilting": (lambda m, b: S.image_quilting(b, 16, patch=8, overlap=2), "texture image"),
+    "image_quilting": (lambda m, b: TX.image_quilting(b, 16, patch=8, overlap=2), "texture sample"),
+    "efros_leung": (lambda m, b: TX.efros_leung(b, 16, window=5, progress=False), "texture sample"),
+    "heeger_bergen": (lambda m, b: TX.heeger_bergen(b, 16, iterations=1), "texture sample"),
     "psnr_ssim": (lambda m, b: I.psnr_ssim(b, b), "x"),
 }
 
@@ -239,7 +242,7 @@ def test_style_layer_weights_name_the_missing_layer(tiny_net, weights, match):
     (lambda m: S.texture_synthesis(m, _img(), 40.0, progress=False), TypeError,
      r"^size must be an int S or a pair \(H, W\) of ints, got float 40\.0; use int\(40\.0\)"),
     (lambda m: S.texture_synthesis(m, _img(), layers=[], progress=False), ValueError, r"^layers is empty"),
-    (lambda m: S.image_quilting(_img(), (0, 16)), ValueError, r"^size must be an int >= 1, got 0"),
+    (lambda m: TX.image_quilting(_img(), (0, 16)), ValueError, r"^size must be an int >= 1, got 0"),
     (lambda m: O.FourierImage((32, 32, 3)), TypeError, r"^size must be an int S or a pair \(H, W\)"),
     (lambda m: O.Perturbation(_img(2), init=torch.zeros(3, 3, 48, 48)), ValueError, r"^init must have shape"),
     (lambda m: O.optimize(m, "score", O.PixelImage(_img()), progress=False), TypeError, r"^objective must be an Objective"),

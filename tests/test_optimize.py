@@ -220,6 +220,62 @@ def test_each_regulariser_acts_in_its_direction(course_model):
     assert at_mean >= 0.25  # ~30% of the pixels were reset to the mean colour at the last step
 
 
+def test_the_channels_objective_scores_each_image_by_its_own_channel(tiny_net):
+    x = _images(3, 64, seed=5)
+    acts = O.activations(tiny_net, x, "conv2_1")["conv2_1"]
+    own = O.evaluate(tiny_net, O.channels(tiny_net, layer="conv2_1", channels=[2, 0, 2]), x)
+    close(own, torch.stack([acts[0, 2].mean(), acts[1, 0].mean(), acts[2, 2].mean()]))
+    close(O.evaluate(tiny_net, O.channels(tiny_net, layer="conv2_1", channels=np.int64(4)), x),   # one for all
+          O.evaluate(tiny_net, O.channel(tiny_net, layer="conv2_1", channel=4), x))
+    with pytest.raises(ValueError, match="2 channels for a batch of 3 images"):
+        O.evaluate(tiny_net, O.channels(tiny_net, layer="conv2_1", channels=[0, 1]), x)
+
+
+@pytest.mark.parametrize("param", ["pixels", "fourier"])
+def test_feature_visualization_batch_is_each_channel_drawn_alone(tiny_net, param):
+    """One batch, image i for channel channels[i]: the same images as one run per channel, jitter and
+    all (the images are independent: one start, a sum of per-image objectives, Adam per coordinate; in
+    float64, since Adam's first steps, g / |g|, blow float32 rounding up where a gradient is tiny), and
+    each image raises its own channel, above what the other images give it (checked without jitter: on
+    this random-weight net a shift of a few pixels changes every unit)."""
+    model, layer, chans = tiny_net.double(), "conv3_1", [5, 0, 3]
+    run = lambda c, steps=30, jitter=4: CV.feature_visualization(  # noqa: E731
+        model, layer=layer, channels=c, param=param, steps=steps, jitter=jitter, progress=False)
+    x, history = run(chans)
+    assert x.shape == (3, 3, 64, 64) and x.dtype == torch.float64 and len(history.objective) == 30
+    assert x.min() >= 0 and x.max() <= 1
+    for i, c in enumerate(chans):
+        close(x[i], run(c).image[0], rtol=1e-6, floor=1e-6, msg=f"image {i} (channel {c})")
+    acts = O.activations(model, run(chans, jitter=0).image, layer)[layer].mean((-2, -1))[:, chans]  # [image, channel]
+    assert (acts.argmax(0) == torch.arange(3)).all(), acts
+    start = O.evaluate(model, O.channels(model, layer=layer, channels=chans), run(chans, steps=0).image)
+    assert (acts.diagonal() > start).all()
+
+
+def test_feature_visualization_bad_inputs_get_clear_errors(tiny_net):
+    run = lambda **kw: CV.feature_visualization(tiny_net, **({"layer": "conv2_1", "channels": [0], "steps": 1,  # noqa: E731
+                                                             "progress": False} | kw))
+    with pytest.raises(KeyError, match="no layer 'conv9_9'"):
+        run(layer="conv9_9")
+    with pytest.raises(ValueError, match=r"channel 8 is out of range: layer 'conv2_1' has 8 channels \(channels 0..7\)"):
+        run(channels=[1, 8])
+    with pytest.raises(ValueError, match="channel -1 is out of range.*negative"):
+        run(channels=-1)
+    with pytest.raises(TypeError, match="channel must be an int"):
+        run(channels=[1.0])
+    with pytest.raises(ValueError, match="at least one channel"):
+        run(channels=[])
+    with pytest.raises(ValueError, match="param must be one of 'fourier', 'pixels'"):
+        run(param="spectrum")
+    with pytest.raises(ValueError, match="act on pixels: use param='pixels'"):
+        run(param="fourier", blur_every=2)
+    with pytest.raises(ValueError, match="size is 8x8 pixels, too small"):
+        run(layer="conv4_2", size=8)
+    with pytest.raises(TypeError, match="positional argument"):
+        CV.feature_visualization(tiny_net, "conv2_1", [0])
+    assert run(param="pixels", blur_every=1, channels=torch.tensor([3, 4])).image.shape == (2, 3, 64, 64)
+
+
 def test_high_frequency_share_of_noise_and_smooth_images():
     noise = _images(1, 64)
     smooth = O.gaussian_blur(noise, 3.0)
