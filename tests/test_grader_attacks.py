@@ -253,7 +253,9 @@ def test_the_sandbox_has_no_secret_and_no_unbounded_disk(attacked):
 
 def test_a_cell_that_ignores_the_alarm_is_stopped_at_the_cell_limit(attacked):
     nb = autograded(attacked["course"], "sigalrm")
-    assert nb.metadata["grader"]["seconds"] < ATTACK_LIMITS["timeout"] / 2       # not the notebook's limit
+    # stopped by the cell's limit (the message below comes only from there), not the notebook's
+    # (how long the sandboxes take to start on top depends on the machine's load)
+    assert nb.metadata["grader"]["seconds"] < ATTACK_LIMITS["timeout"]
     stuck = [o for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "cam" for o in c.outputs
              if o.output_type == "error"]
     assert stuck and "did not stop when interrupted" in stuck[-1].evalue
