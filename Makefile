@@ -59,7 +59,7 @@ test-models: data
 ISA_ENV   ?= ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 COURSE_CPU_BF16=0
 ISA_TESTS ?= tests/test_cam.py tests/test_saliency.py tests/test_occlusion.py tests/test_patches.py \
              tests/test_style.py tests/test_optimize.py tests/test_fast_style.py tests/test_timing.py \
-             tests/test_neighbors.py tests/test_models.py
+             tests/test_neighbors.py tests/test_models.py tests/test_texture.py
 # (less the two attack tests on the full course model: minutes with plain C++ kernels, and a property, fooled
 # or not, not a close comparison)
 ISA_SKIP  ?= not test_universal_perturbation_fools_more_than_noise and not test_attacks_stay_within_budget
@@ -115,7 +115,10 @@ clean:
 #                       link: python -m grader collect); unsafe ids, and everything beside
 #                       the notebook, go to exercises/refused/ (python -m grader scrub), and a
 #                       submission nbgrader fails on is graded as empty, with the reason
-#                       (python -m grader autograde)
+#                       (python -m grader autograde); WORKERS=N submissions side by side (default:
+#                       what the cores and memory allow), only new or changed ones unless
+#                       AUTOGRADE_ARGS=--force; AUTOGRADE_ARGS="--scheduler tcp://HOST:8786": on a
+#                       Dask cluster (README, "For instructors")
 #   make grades         exercises/grades.csv and exercises/feedback/<student>/<exercise>/*.html
 
 GRADER_VENV  := exercises/.venv-grader
@@ -143,7 +146,8 @@ endif
 	cd exercises && $(GRADER_BIN)/python -m grader scrub
 	@ls exercises/submitted/*/*/*.ipynb >/dev/null 2>&1 || { echo "nothing to grade in exercises/submitted/"; exit 1; }
 	$(NBGRADER) generate_assignment "*" --force --CourseDirectory.release_directory=.release-check
-	cd exercises && PATH="$(GRADER_BIN):$$PATH" OMP_NUM_THREADS=1 $(GRADER_BIN)/python -m grader autograde "*" $(AUTOGRADE_ARGS)
+	cd exercises && PATH="$(GRADER_BIN):$$PATH" OMP_NUM_THREADS=1 $(GRADER_BIN)/python -m grader autograde "*" \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(AUTOGRADE_ARGS)
 
 grades: grader-setup
 	$(NBGRADER) export --to grades.csv

@@ -412,7 +412,9 @@ def fake_course(tmp_path, monkeypatch):
 
     def run(mode, *args):
         monkeypatch.setenv("FAKE_NBGRADER", mode)
-        return autograde([EX, f"--CourseDirectory.root={root}", *args], nbgrader=[sys.executable, str(fake)])
+        # (--workers 0: the notebooks run inside the (fake) nbgrader; the pool is tests/test_grader_class.py's)
+        return autograde([EX, f"--CourseDirectory.root={root}", "--workers", "0", *args],
+                         nbgrader=[sys.executable, str(fake)])
     return root, run
 
 

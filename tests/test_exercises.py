@@ -265,7 +265,7 @@ def _orphaned_sandbox_processes() -> list[str]:
         while p in procs and p > 1:
             chain.append(procs[p][1])
             p = procs[p][0]
-        if not any("nbgrader" in c or "-m grader" in c for c in chain):
+        if not any("nbgrader" in c or "-m grader" in c or "dask" in c for c in chain):   # (dask: a grading worker)
             orphans.append(cmd)
     return orphans
 

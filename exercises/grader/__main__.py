@@ -30,7 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -143,22 +146,28 @@ def _submissions(root: Path, assignment: str, student: str, exclude) -> dict[tup
     return found
 
 
-def _recorded(root: Path, s: str, a: str, notebooks) -> bool:
+def _in_gradebook(root: Path) -> set[tuple[str, str]] | None:
+    """The (student, exercise) pairs with a submission in the gradebook, read at once (None: outside the
+    grader venv, where the files are the record)."""
+    try:
+        from nbgrader.api import Gradebook
+    except ImportError:
+        return None
+    if not (root / "gradebook.db").exists():
+        return set()
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        return {(sub.student_id, assignment.name) for assignment in gb.assignments for sub in assignment.submissions}
+
+
+def _recorded(root: Path, s: str, a: str, notebooks, known=False) -> bool:
     """Is there a grade for this submission: an autograded notebook for every notebook submitted (nbgrader
-    gives zero to the missing ones itself, but only when at least one was there), and a gradebook entry?"""
+    gives zero to the missing ones itself, but only when at least one was there), and a gradebook entry?
+    ``known``: :func:`_in_gradebook`, read once for many submissions (default: read here)."""
     submitted = [n for n in notebooks if os.path.lexists(root / "submitted" / s / a / f"{n}.ipynb")]
     if not submitted or not all((root / "autograded" / s / a / f"{n}.ipynb").is_file() for n in submitted):
         return False
-    try:
-        from nbgrader.api import Gradebook, MissingEntry
-    except ImportError:  # (outside the grader venv: the files are the record)
-        return True
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        try:
-            gb.find_submission(a, s)
-        except MissingEntry:
-            return False
-    return True
+    known = _in_gradebook(root) if known is False else known
+    return known is None or (s, a) in known
 
 
 def _failures(log: str) -> dict[tuple[str, str], str]:
@@ -201,27 +210,85 @@ def _regrade(nbgrader, root, pairs, rest, log: list[str]) -> None:
         log.append(_run_nbgrader(nbgrader, ["autograde", a, "--force", *rest_a, *select])[1])
 
 
+_POOL_KEYS = ("--workers", "--scheduler")
+
+
+def _pool_args(args):
+    """(workers, scheduler, progress, the other arguments): this driver's own options, taken out of
+    ``nbgrader autograde``'s."""
+    workers, scheduler, progress, rest = None, None, True, []
+    i = 0
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        if key in _POOL_KEYS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ValueError(f"{key} needs a value")
+                i, value = i + 1, args[i + 1]
+            if key == "--workers":
+                if not value.isdigit():
+                    raise ValueError(f"--workers takes a number (0: run every notebook inside nbgrader), not {value!r}")
+                workers = int(value)
+            else:
+                scheduler = value
+        elif args[i] == "--no-progress":
+            progress = False
+        else:
+            rest.append(args[i])
+        i += 1
+    if workers is None and os.environ.get("WORKERS", "").strip():
+        value = os.environ["WORKERS"].strip()
+        if not value.isdigit():
+            raise ValueError(f"WORKERS takes a number, not {value!r}")
+        workers = int(value)
+    return workers, scheduler, progress, rest
+
+
+def _execute_settings(rest) -> dict:
+    """The ``--SandboxedExecute.NAME=VALUE`` options (limits), which the workers must use too."""
+    return {name: value for (section, name), value in _settings(
+        [r for r in rest if r.startswith("--SandboxedExecute.") and "=" in r]).items()}
+
+
 def autograde(args, nbgrader=None) -> int:
-    """``python -m grader autograde [ASSIGNMENT] [nbgrader autograde options]`` (what ``make autograde`` runs):
+    """``python -m grader autograde [ASSIGNMENT] [--workers N | --scheduler ADDRESS] [--no-progress]
+    [nbgrader autograde options]`` (what ``make autograde`` runs):
 
     1. ``scrub`` the submissions folder (links, unsafe ids, unreadable timestamps, everything beside
        the notebook, a notebook under another obvious name or missing; see :func:`collect.scrub`);
-    2. ``nbgrader autograde`` with these arguments;
-    3. check that every safe submission it was asked to grade has its grade (an autograded notebook
-       and a gradebook entry). Those that do not are graded again on their own (a run that ended
-       early for another student's sake); those that still fail -- nbgrader itself failed on them --
-       are set aside into ``refused/<student>/<exercise>/``, replaced by an empty notebook and graded
-       again, with a note in the feedback saying why: every submission gets a grade and a reason. If
-       even the empty notebook cannot be graded, the problem is not the submission: it is put back,
-       and this exits 1.
+    2. choose what is due: new submissions, those changed since they were graded (their files, the
+       exercise, the limits or the grading code: :func:`pool.stamp`), and all with ``--force``;
+    3. pre-flight, then run the due notebooks side by side (:mod:`grader.pool`): ``--workers N``
+       processes on this machine (default: ``WORKERS``, else what its cores and memory allow;
+       ``0``: inside nbgrader, one at a time, with no pre-flight), or the workers of a Dask cluster
+       (``--scheduler tcp://HOST:8786``). If the grading side cannot grade, stop here: exit 2,
+       nothing written;
+    4. ``nbgrader autograde`` with these arguments, in this one process: it records every grade,
+       taking each notebook's run from step 3;
+    5. check that every due submission has its grade (an autograded notebook and a gradebook
+       entry). Those that do not are graded again on their own (a run that ended early for another
+       student's sake); those that still fail -- nbgrader itself failed on them -- are set aside
+       into ``refused/<student>/<exercise>/``, replaced by an empty notebook and graded again, with
+       a note in the feedback saying why: every submission gets a grade and a reason. If even the
+       empty notebook cannot be graded, the problem is not the submission: it is put back, and
+       this exits 1;
+    6. print a table: graded, refused (with reasons), crashed, the slowest submissions, the time.
     """
+    from . import pool
     from .collect import EMPTY_NOTEBOOK, quarantine, quote, rebind_notes, scrub, set_note, sha256_file
 
-    assignment, student, exclude, root, rest = _split_args(list(args))
+    started = time.monotonic()
+    try:
+        workers, scheduler, progress, args = _pool_args(list(args))
+    except ValueError as err:
+        print(f"autograde: {err}", file=sys.stderr)
+        return 2
+    assignment, student, exclude, root, rest = _split_args(args)
     if not assignment:
         print("autograde: name the exercise(s) to grade, e.g. \"*\" or ex04_cam", file=sys.stderr)
         return 2
     sub = root / "submitted"
+    refused = []
     if sub.is_dir() or sub.is_symlink():
         try:
             lines = scrub(sub)
@@ -230,15 +297,61 @@ def autograde(args, nbgrader=None) -> int:
             return 2
         for line in lines:
             print(f"scrub: {line}")
+        refused += lines
     todo = _submissions(root, assignment, student, exclude)
     if not todo:
         print(f"autograde: nothing to grade in {sub} (exercise {assignment!r}, student {student!r})", file=sys.stderr)
         return 1
+    settings = _execute_settings(rest)
+    broken = _grading_side_problem(settings) if workers != 0 or scheduler else None
+    if broken:
+        print(f"autograde: the grading side cannot grade: {broken}\nautograde: nothing was graded", file=sys.stderr)
+        return 2
+    force = "--force" in rest or "-f" in rest
+    state = pool.load_state(root)
+    stamps = {p: pool.stamp(root, *p, nbs, settings) for p, nbs in todo.items()}
+    graded_before, known = state.get("graded", {}), _in_gradebook(root)
+    due = {p: nbs for p, nbs in todo.items()
+           if force or graded_before.get("/".join(p)) != stamps[p] or not _recorded(root, *p, nbs, known)}
+    if not due:
+        print(f"autograde: all {len(todo)} submission(s) are graded and unchanged since (--force grades them again)")
+        return 0
+    if len(due) < len(todo):
+        print(f"autograde: {len(todo) - len(due)} submission(s) unchanged since they were graded; grading {len(due)}")
+    for s, a in due:   # (nbgrader regrades only newer timestamps by itself: a changed notebook is graded again)
+        done = root / "autograded" / s / a
+        if not force and done.is_dir() and not done.is_symlink():
+            shutil.rmtree(done)
     nbgrader = list(nbgrader or [str(Path(sys.executable).parent / "nbgrader")])
     select = [f"--CourseDirectory.student_id={student}"] if student != "*" else []
-    status, first = _run_nbgrader(nbgrader, ["autograde", assignment, *rest, *select])
-    logs = [first]
-    missing = [p for p, nbs in todo.items() if not _recorded(root, *p, nbs)]
+    if workers != 0 or scheduler:   # the workers run the notebooks; this process records each exercise when done
+        rest = [*rest, f"--SandboxedExecute.results={root / pool.RESULTS}"]
+        recorder = _Recorder(nbgrader, rest, select)
+        try:
+            outcome = pool.run(root, due, settings, workers=workers, scheduler=scheduler, progress=progress,
+                               on_exercise=recorder.add)
+        except (OSError, TimeoutError) as e:   # (the scheduler cannot be reached, a pool cannot start)
+            recorder.finish()
+            print(f"autograde: the workers cannot be reached: {type(e).__name__}: {e}\nautograde: no grade was "
+                  f"written", file=sys.stderr)
+            return 2
+        status, logs = recorder.finish()
+        outcome.record_seconds = recorder.seconds
+        if outcome.broken:
+            print(f"autograde: the grading side cannot grade: {outcome.broken}\nautograde: "
+                  + (f"grades were written for {', '.join(recorder.done)} only" if recorder.done else
+                     "no grade was written") + "; fix it and run again", file=sys.stderr)
+            return 2
+    else:
+        outcome = pool.Outcome()
+        status, first = _run_nbgrader(nbgrader, ["autograde", assignment, *rest, *select])
+        logs = [first]
+    broken = next(filter(None, map(_grading_side_failure, logs)), None)
+    if broken:
+        print(f"autograde: the grading side failed: {broken}", file=sys.stderr)
+        return 2
+    known = _in_gradebook(root)
+    missing = [p for p, nbs in due.items() if not _recorded(root, *p, nbs, known)]
     if missing:  # graded again on their own: nbgrader may have stopped early because of another one
         print(f"autograde: no grade yet for {', '.join('/'.join(p) for p in missing)}: grading again alone")
         _regrade(nbgrader, root, missing, rest, logs)
@@ -246,8 +359,8 @@ def autograde(args, nbgrader=None) -> int:
     failures = {}
     for log in logs:
         failures.update(_failures(log))
-    if len(missing) > 1 and len(missing) == len(todo):  # nothing could be graded: not the submissions' fault
-        print(f"autograde: none of the {len(todo)} submissions could be graded (nbgrader exited with status "
+    if len(missing) > 1 and len(missing) == len(due):  # nothing could be graded: not the submissions' fault
+        print(f"autograde: none of the {len(due)} submissions could be graded (nbgrader exited with status "
               f"{status}): a problem on the grading side, see above", file=sys.stderr)
         return 1
     set_aside = {}
@@ -263,6 +376,7 @@ def autograde(args, nbgrader=None) -> int:
             reason = f"no {' or '.join(n + '.ipynb' for n in todo[(s, a)])} in it"
             note = (f"Your submission has no notebook named {', '.join(n + '.ipynb' for n in todo[(s, a)])} "
                     f"(it has {len(others)} other file(s)); it was graded as an empty notebook.")
+        refused.append(f"{s}/{a}: {reason}")
         lines: list[str] = []
         moved = {n: quarantine(folder / f"{n}.ipynb", root / "refused" / s / a, f"{s}/{a}:",
                                f"nbgrader failed on it ({reason})", lines) for n in present}
@@ -294,10 +408,73 @@ def autograde(args, nbgrader=None) -> int:
             os.unlink(f"{target}.txt")
         print(f"autograde: {s}/{a}: could not be graded even as an empty notebook (a problem on the grading "
               f"side); the submission was put back", file=sys.stderr)
-    done = len(todo) - len(failed)
-    print(f"autograde: {done} of {len(todo)} submissions have a grade"
+    state = pool.load_state(root)   # (the stamps of what is now graded: a second run skips them)
+    graded, known = state.setdefault("graded", {}), _in_gradebook(root)
+    for p in due:
+        if p not in set_aside and _recorded(root, *p, todo[p], known):
+            graded["/".join(p)] = pool.stamp(root, *p, todo[p], settings)
+        else:
+            graded.pop("/".join(p), None)
+    pool.save_state(root, state)
+    pool.clear_results(root)
+    done = len(due) - len(failed)
+    outcome.seconds = outcome.seconds or 0.0
+    for line in pool.summary(outcome, done, len(due), refused, failed):
+        print(f"autograde: {line}")
+    print(f"autograde: {done} of {len(due)} submissions have a grade, in {time.monotonic() - started:.0f} s"
           + (f" (nbgrader exited with status {status}; see above)" if status and not failed else ""))
     return 1 if failed else 0
+
+
+class _Recorder:
+    """Runs ``nbgrader autograde EXERCISE`` for each exercise handed to :meth:`add`, one at a time, in a
+    thread of this process (the only one that writes the gradebook), while the workers go on."""
+
+    def __init__(self, nbgrader, rest, select):
+        import queue
+        import threading
+
+        self.nbgrader, self.rest, self.select = nbgrader, rest, select
+        self.queue: queue.Queue = queue.Queue()
+        self.status, self.logs, self.done, self.seconds = 0, [], [], 0.0
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def add(self, exercise: str) -> None:
+        self.queue.put(exercise)
+
+    def _work(self) -> None:
+        while (exercise := self.queue.get()) is not None:
+            t = time.monotonic()
+            status, log = _run_nbgrader(self.nbgrader, ["autograde", exercise, *self.rest, *self.select])
+            self.seconds += time.monotonic() - t
+            self.status, self.logs = max(self.status, status), self.logs + [log]
+            self.done.append(exercise)
+
+    def finish(self) -> tuple[int, list[str]]:
+        self.queue.put(None)
+        self.thread.join()
+        return self.status, self.logs
+
+
+def _grading_side_problem(settings) -> str | None:
+    """Why no sandbox can run here (None: one can): checked before anything is graded."""
+    from . import sandbox
+    from .pool import _sandboxed_execute
+
+    try:
+        sandbox.check(_sandboxed_execute(settings).python)
+    except (sandbox.SandboxUnavailable, OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    return None
+
+
+def _grading_side_failure(log: str) -> str | None:
+    """The first GradingSideError in nbgrader's log (None: there was none)."""
+    import re
+
+    m = re.search(r"GradingSideError: (.*)", log)
+    return m.group(1)[:800] if m else None
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ nbformat outputs first (:func:`_clean_outputs`); every pipe is read with a size 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,9 +41,17 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from . import hide, protocol, sandbox
 from .collect import no_surrogates
+from .pool import code_fingerprint
 from .rebuild import function_names, grader_meta, is_test_cell
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class GradingSideError(RuntimeError):
+    """The grading side could not run a notebook at all (the test process, which never runs student code,
+    failed before its first result: a broken venv, a sandbox that cannot start...). Raised, never
+    turned into a student's zero: nbgrader fails on the submission, and ``python -m grader autograde``
+    stops and says what is broken."""
 
 
 # --------------------------------------------------------------------------- the report
@@ -201,12 +210,32 @@ class SandboxedExecute(NbGraderPreprocessor):
     hidden_modules = List(Unicode(), [], help="Modules the student's code may not import (added to the "
                           "notebook's own metadata.grader.hide_modules).").tag(config=True)
     report = Bool(True, help="Add a short grading report (limits, what happened) at the top.").tag(config=True)
+    results = Unicode("", help="A folder of notebooks already run by the workers of `python -m grader autograde` "
+                      "(<key>.json, see result_key): a notebook found there is not run again.").tag(config=True)
+
+    #: the settings a result depends on (the Python's path is not one: a cluster's machines may differ in it)
+    SETTINGS = ("timeout", "cell_timeout", "call_timeout", "cpu_seconds", "memory_mb", "tmp_mb", "hidden_modules",
+                "report")
+
+    def result_key(self, nb) -> str:
+        """The key of a run of this notebook: a hash of the notebook as given, of the limits, of the CPU
+        kernels chosen (:data:`sandbox.CPU_VARIABLES`) and of the grading code (:func:`code_fingerprint`).
+        Equal keys, equal runs: a worker's result may stand in for running the notebook here."""
+        payload = {"notebook": nb, "settings": {k: getattr(self, k) for k in self.SETTINGS},
+                   "cpu": {k: os.environ.get(k, "") for k in sandbox.CPU_VARIABLES}, "code": code_fingerprint()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
     def limits(self) -> sandbox.Limits:
         return sandbox.Limits(cpu_seconds=self.cpu_seconds or self.timeout, memory=self.memory_mb << 20,
                               tmp_size=self.tmp_mb << 20)
 
     def preprocess(self, nb, resources):
+        if self.results:
+            done = Path(self.results) / f"{self.result_key(nb)}.json"
+            if done.is_file():
+                self.log.info("Run by a grading worker (%s)", done.name[:12])
+                return nbformat.reads(done.read_text(encoding="utf-8"), as_version=4), resources
+            self.log.info("No result from a grading worker: running the notebook here")
         start = time.monotonic()
         meta = grader_meta(nb)
         notes = list(meta.get("notes", []))
@@ -247,6 +276,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         meta["seconds"] = round(elapsed, 2)
         meta["events"] = events["notes"]
         meta["cell_seconds"] = events.get("seconds", {})
+        meta["cpu_seconds"] = events.get("cpu_seconds")
         if self.report:
             nb.cells.insert(0, self._report_cell(notes))
         _strict_json(nb)  # (nothing the sandboxes sent can make the file unwritable or not JSON)
@@ -327,6 +357,8 @@ class SandboxedExecute(NbGraderPreprocessor):
         _kill(a)
         for r in readers:
             r.join(5)
+        cpu = [g.cpu_seconds() for g in groups]
+        events["cpu_seconds"] = round(sum(cpu), 2) if None not in cpu else None   # (root, cgroup v2 only)
         for g in groups:
             g.remove()
         b_out, a_log, b_log = readers
@@ -352,6 +384,10 @@ class SandboxedExecute(NbGraderPreprocessor):
         elif not done:
             tail = bytes(b_log.raw[-3000:]).decode("utf-8", "replace")
             self.log.error("The test process failed (exit %s): %s", b.returncode, tail)
+            if not messages and b.returncode is not None and b.returncode > 0:
+                # it ended by itself before its first result, whatever the student's code did: not a grade
+                raise GradingSideError(f"the test process could not start (exit status {b.returncode}): "
+                                       f"{tail.strip()[-600:] or 'no message'}")
             events["notes"].append("The grading tests could not be run to the end (a problem on the grading side); "
                                    "tell your instructor.")
             events["unfinished"] = "the grading tests could not be run (grading-side failure)"

@@ -138,7 +138,11 @@ def python_info(python: str, hidden: tuple[str, ...] = ()) -> PythonInfo:
         if any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
             continue
         keep.append(p)
-    return PythonInfo(executable=os.path.abspath(python), paths=keep, modules=q["modules"], data_dir=q.get("data_dir"))
+    # the Python as the sandbox sees it: its folder with every link resolved (a venv reached through a
+    # symlinked folder is exposed at its real place only), its own name kept (a venv's python is a link
+    # to the base interpreter; started under the venv's name, it finds the venv's pyvenv.cfg)
+    executable = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(python))), os.path.basename(python))
+    return PythonInfo(executable=executable, paths=keep, modules=q["modules"], data_dir=q.get("data_dir"))
 
 
 def _parents(path: str) -> list[str]:
@@ -359,6 +363,7 @@ class Cgroup:
         else:
             self._make(v2 / "pids" / name, {"pids.max": limits.processes})
             self._make(v2 / "memory" / name, {"memory.limit_in_bytes": memory})
+            self._make(v2 / "cpuacct" / name, {})      # (only counts: the CPU time of a grading)
 
     def _make(self, path: Path, settings: dict) -> None:
         try:
@@ -377,6 +382,19 @@ class Cgroup:
             return cmd
         joins = " && ".join(f"echo $$ > '{d}/cgroup.procs'" for d in self.dirs)
         return ["/bin/sh", "-c", joins + ' && exec "$@"', "sh"] + cmd
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU time used by everything in the cgroup so far (cgroup v2's cpu.stat, v1's cpuacct), or None."""
+        for d in self.dirs:
+            try:
+                if (d / "cpuacct.usage").exists():
+                    return int((d / "cpuacct.usage").read_text()) / 1e9
+                for line in (d / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+            except (OSError, ValueError):
+                pass
+        return None
 
     def remove(self) -> None:
         for d in self.dirs:
