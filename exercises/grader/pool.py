@@ -54,8 +54,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = ".grader-results"          # beside submitted/: executed notebooks, and what was graded
 STATE = "graded.json"
-#: the reference solutions that passed their pre-flight, with this checkout's code, limits and Python (any
-#: course graded from this checkout; a grading side broken since is still caught: GradingSideError)
+#: the reference solutions that passed their pre-flight, {key: "exercise/notebook"}, the key a hash of the
+#: notebook, the limits, the code, the Python and the CPU variables (any course graded from this checkout;
+#: a grading side broken since is still caught: GradingSideError)
 PREFLIGHT = HERE.parent / RESULTS / "preflight.json"
 
 
@@ -331,7 +332,7 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
             text = (root / "source" / a / f"{n}.ipynb").read_text(encoding="utf-8")
             ref = _sha256(json.dumps([text, settings, code_fingerprint(), prep.execute.python,
                                       {k: os.environ.get(k, "") for k in CPU_VARIABLES}], default=str).encode())
-            if checked.get(f"{a}/{n}") != ref:
+            if ref not in checked:   # (a set of passes: other limits or code keep their own entries)
                 preflights.append(Job("preflight", "reference", a, n, text, ref, settings))
     todo = [(s, a, n) for (s, a), names in sorted(due.items(), key=lambda kv: (kv[0][1], kv[0][0])) for n in names
             if (root / "submitted" / s / a / f"{n}.ipynb").is_file()]   # (nbgrader gives a missing one zero)
@@ -381,7 +382,7 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
                     out.broken = out.broken or (f"the reference solution of {job.exercise} does not pass its own "
                                                 f"tests when graded: " + "; ".join(res["failures"][:5]))
                 else:
-                    checked[f"{job.exercise}/{job.notebook}"] = job.key
+                    checked[job.key] = f"{job.exercise}/{job.notebook}"
             else:
                 _write_result(folder, res)
                 out.results[job.name] = {k: v for k, v in res.items() if k != "notebook"}
