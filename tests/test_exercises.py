@@ -245,9 +245,8 @@ def _snapshot(paths) -> dict[str, str]:
     return out
 
 
-def _orphaned_sandbox_processes() -> list[str]:
-    """Sandboxed grading processes (grader.student, grader.judge) that no grading run owns any more (a leak;
-    other graders' live runs are fine)."""
+def proc_table() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} of every process this user can see."""
     procs = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -257,6 +256,13 @@ def _orphaned_sandbox_processes() -> list[str]:
             except (OSError, ValueError, IndexError):
                 continue
             procs[int(d)] = (ppid, cmd)
+    return procs
+
+
+def _orphaned_sandbox_processes() -> list[str]:
+    """Sandboxed grading processes (grader.student, grader.judge) that no grading run owns any more (a leak;
+    other graders' live runs are fine)."""
+    procs = proc_table()
     orphans = []
     for pid, (ppid, cmd) in procs.items():
         if "grader.student" not in cmd and "grader.judge" not in cmd:

@@ -28,7 +28,8 @@ import nbformat
 import pytest
 
 from test_exercises import (  # noqa: F401 - grader_ready is a fixture
-    CAM, EXERCISES, GRADER_BIN, LIMITS, PARTIAL_GRAD_CAM_BUG, _answers, _env, grader_ready, limits, nbgrader, submit)
+    CAM, EXERCISES, GRADER_BIN, LIMITS, PARTIAL_GRAD_CAM_BUG, _answers, _env, grader_ready, limits, nbgrader,
+    proc_table, submit)
 
 sys.path.insert(0, str(EXERCISES))
 
@@ -123,22 +124,9 @@ def test_a_second_run_grades_only_what_changed(graded):
 
 # --------------------------------------------------------------------------- a Dask cluster, one worker killed
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    procs = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode("utf-8", "replace")
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            procs[int(d)] = (ppid, cmd)
-    return procs
-
-
 def _busy_worker(nannies: list[int]) -> int | None:
     """The pid of a Dask worker process (a child of one of these nannies) that is running a sandbox."""
-    procs = _proc_table()
+    procs = proc_table()
     workers = {pid for pid, (ppid, _) in procs.items() if ppid in nannies}
     for pid, (ppid, cmd) in procs.items():
         if "grader.judge" in cmd:

@@ -412,7 +412,7 @@ def autograde(args, nbgrader=None) -> int:
     graded, known = state.setdefault("graded", {}), _in_gradebook(root)
     for p in due:
         if p not in set_aside and _recorded(root, *p, todo[p], known):
-            graded["/".join(p)] = pool.stamp(root, *p, todo[p], settings)
+            graded["/".join(p)] = stamps[p]     # (what was read when it was chosen: a later change is due next time)
         else:
             graded.pop("/".join(p), None)
     pool.save_state(root, state)

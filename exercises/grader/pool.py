@@ -296,7 +296,6 @@ class Preparer:
 @dataclass
 class Outcome:
     results: dict = field(default_factory=dict)      # name -> the worker's answer (without the notebook)
-    preflight: dict = field(default_factory=dict)    # exercise -> failures
     broken: str | None = None                        # why the grading side cannot grade
     unprepared: list = field(default_factory=list)   # (name, reason): nbgrader will grade these itself
     seconds: float = 0.0                             # the whole run, pre-flights included
@@ -377,7 +376,6 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
                 out.unprepared.append((job.name, f"the worker failed: {type(e).__name__}: {str(e)[:200]}"))
         else:
             if job.kind == "preflight":
-                out.preflight[job.exercise] = res["failures"]
                 if res["failures"]:
                     out.broken = out.broken or (f"the reference solution of {job.exercise} does not pass its own "
                                                 f"tests when graded: " + "; ".join(res["failures"][:5]))
