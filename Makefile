@@ -30,6 +30,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-test-nod
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-test-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(call without-rfc3987-syntax,$(VENV))
 	$(BIN)/python -m course_lib.headless   # nbconvert/jupyter execute: no lost replies (jupyter/nbclient#312)
 	touch $@
 
@@ -90,7 +91,16 @@ define venv
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install --quiet --upgrade pip
 	$(1)/bin/python -m pip install --quiet -r $(2)
+	$(call without-rfc3987-syntax,$(1))
 	touch $@
+endef
+
+# jsonschema[format-nongpl] (wanted by jupyter-events and nbformat) brings rfc3987-syntax, which builds ~25
+# Lark parsers when imported: 2.5 s in every process that imports nbformat (each nbgrader command, grading
+# worker, Jupyter server, nbval run). Only the "iri" formats use it, and no Jupyter schema has them
+# (python-jsonschema/jsonschema#1428); without it jsonschema skips those checks. $(call without-rfc3987-syntax,VENV)
+define without-rfc3987-syntax
+	$(1)/bin/python -m pip uninstall --quiet --yes rfc3987-syntax
 endef
 
 # a system package, installed with apt-get when missing and we may (root):

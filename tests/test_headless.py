@@ -109,3 +109,18 @@ def test_plain_nbconvert_runs_widget_cells_without_stalling(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         out = nbformat.read(tmp_path / f"out{k}.ipynb", as_version=4)
         assert len([c for c in out.cells if c.get("outputs")]) == 15
+
+
+@pytest.mark.parametrize("venv", [".venv", "exercises/.venv-grader"])
+def test_nbformat_imports_without_building_the_iri_parsers(venv):
+    """`make setup` / `make grader-setup` remove rfc3987-syntax (Makefile, without-rfc3987-syntax): with it,
+    every process that imports nbformat (each nbgrader command, grading worker, Jupyter server) spent
+    about 2.5 s building Lark parsers for a format no notebook schema uses."""
+    python = REPO / venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{venv} is not set up")
+    code = "import sys, nbformat; nbformat.validate(nbformat.v4.new_notebook()); print('rfc3987_syntax' in sys.modules)"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False", (f"{venv} still has rfc3987-syntax (made before the Makefile removed it): "
+                                            f"{venv}/bin/python -m pip uninstall -y rfc3987-syntax")
