@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inputs import check_image, check_int, check_target
+from .inputs import check_image, check_int, check_target, model_device, model_dtype
 from .layers import architecture, eval_mode, last_conv_stage, record_activations
 
 
@@ -135,10 +135,8 @@ def gap_and_fc(model: nn.Module, x: torch.Tensor | None = None) -> tuple[nn.Modu
     """
     if x is None:
         size = getattr(model, "input_size", 224)
-        p = next(iter(model.parameters()), None)
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))    # probe pixels, not a
-        if p is not None:                                                             # constant: no coincidental equality
-            x = x.to(p.device, p.dtype)
+        x = x.to(model_device(model), model_dtype(model))                             # constant: no coincidental equality
     else:
         x = check_image(x, model=model)
     _, _, gap, fc = _trace_gap_linear(model, x)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inputs import check_int
+from .inputs import check_int, model_device, model_dtype
 from .layers import eval_mode
 
 _measured: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -35,9 +35,7 @@ def pass_seconds(model: nn.Module, size: int | None = None, backward: bool = Fal
     size = check_int(size if size is not None else getattr(model, "input_size", 224), "size", low=8)
     seen = _measured.setdefault(model, {})
     if (size, backward) not in seen:
-        param = next(iter(model.parameters()), None)
-        x = torch.rand(1, 3, size, size, device=param.device if param is not None else "cpu",
-                       dtype=param.dtype if param is not None else torch.float32)
+        x = torch.rand(1, 3, size, size, device=model_device(model), dtype=model_dtype(model))
         runs = []
         with eval_mode(model), torch.set_grad_enabled(backward):
             for _ in range(3):
