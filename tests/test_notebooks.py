@@ -50,3 +50,12 @@ def test_the_model_switch_is_one_line(path, tiny_net):
             exec(check, {"model": tiny_net})  # noqa: S102
     else:
         assert nb.cells[-1].source == nbformat.read(path, as_version=4).cells[-1].source
+    # an ImageNet model runs smaller in the smoke setting, right after it is loaded; the course model as it is
+    loading = [c.source for c in nb.cells if "switch_model.py: smaller images" in c.source]
+    assert len(loading) == 1 and loading[0].count("model.input_size = min(model.input_size, 112)") == 1
+    compile(loading[0].replace("%matplotlib inline", ""), path.name, "exec")
+    lines = loading[0].splitlines()
+    at = next(i for i, ln in enumerate(lines) if "model = load_model(MODEL_NAME)" in ln)
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    assert "switch_model.py" in lines[at + 1] and lines[at + 1].startswith(indent + "if ")
+    assert not any("switch_model.py: smaller" in c.source for c in sw.switched(path, "course").cells)
