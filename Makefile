@@ -64,7 +64,7 @@ ISA_TESTS ?= tests/test_cam.py tests/test_saliency.py tests/test_occlusion.py te
 # Less the slow tests of a property (fooled or not, a score raised, an accuracy or a distance above a bar, with a
 # margin no rounding reaches) rather than a close comparison: each takes 10-60 s with plain C++ kernels. And the
 # course model's occlusion-vs-captum comparison is made once (30-12-black-logit; its other settings run on the
-# tiny net). 3:20 -> 1:50 on the AMD EPYC, every oracle comparison kept.
+# tiny net). 3:20 -> 1:55 on the idle AMD EPYC (1:59 in CI), every oracle comparison kept.
 ISA_SKIP  ?= not test_universal_perturbation_fools_more_than_noise and not test_attacks_stay_within_budget \
              and not test_course_model_accuracy_on_a_fixed_val_subset and not test_each_regulariser_acts_in_its_direction \
              and not test_class_visualization_raises_the_class_score and not test_features_beat_pixels_on_the_course_model \
