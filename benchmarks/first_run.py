@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/first_run.py                 # every notebook, one after the other
     .venv/bin/python benchmarks/first_run.py notebooks/05_optimization.ipynb --json out.json
+    .venv/bin/python benchmarks/first_run.py notebooks/05_optimization.ipynb --keep build/first_run   # and keep what it printed
 
 Each notebook runs as ``make book`` runs it (``tools/book.py``: nbclient with the course's kernel
 manager), with ``COURSE_FAST`` unset and ``COURSE_CACHE=0`` (the results cache off: what a student's
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
                    default=sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     p.add_argument("--cells", type=int, default=3, help="slowest cells shown per notebook")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--keep", type=Path, help="keep the executed notebooks and their HTML in this folder (to read "
+                   "the numbers and look at the figures the prose describes)")
     args = p.parse_args(argv)
 
     os.environ.pop("COURSE_FAST", None)
@@ -63,9 +66,9 @@ def main(argv=None) -> int:
           f"reference: one forward + backward of the course model, one image, {reference * 1000:.1f} ms")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        (out / "executed").mkdir()
-        (out / "html").mkdir()
+        out = args.keep or Path(tmp)
+        (out / "executed").mkdir(parents=True, exist_ok=True)
+        (out / "html").mkdir(exist_ok=True)
         for path in args.notebooks:
             seconds = run_one(path.resolve(), out, cell_timeout=3600)
             cells = cell_seconds(nbformat.read(out / "executed" / path.name, as_version=4))

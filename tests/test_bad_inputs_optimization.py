@@ -43,6 +43,7 @@ RUNS = {
     "deepdream": lambda m, x: DD.deepdream(m, x, layer="relu2_1", octaves=2, steps=2, progress=False).image,
     "invert": lambda m, x: I.invert(m, x, layer="relu2_1", steps=2, progress=False).image,
     "pgd": lambda m, x: A.pgd(m, x, 1, eps=0.03, steps=2),
+    "pgd_until_fooled": lambda m, x: A.pgd_until_fooled(m, x, 1, eps=0.03, steps=2)[0],
 }
 LAYOUTS = {
     "permuted from H x W x 3": lambda x: x[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)[None],
@@ -89,6 +90,7 @@ NEGATIVE = [
     (lambda m: A.universal_perturbation(m, _img(4), xi=0.03, epochs=-1, progress=False), r"^epochs must be an int >= 0, got -1"),
     (lambda m: A.universal_perturbation(m, _img(4), xi=0.03, lr=-0.01, progress=False), r"^lr must be >= 0"),
     (lambda m: A.pgd(m, _img(), 1, eps=0.03, steps=-1), r"^steps must be an int >= 0"),
+    (lambda m: A.pgd_until_fooled(m, _img(), 1, eps=0.03, steps=-1), r"^steps must be an int >= 0"),
     (lambda m: A.minimum_perturbation(m, _img(), 1, penalty=-1), r"^penalty must be >= 0, got -1"),
     (lambda m: I.invert(m, _img(), layer="relu2_1", tv_weight=-5, steps=1, progress=False), r"^tv_weight must be >= 0, got -5"),
     (lambda m: I.invert(m, _img(), layer="relu2_1", l2_weight=-1, steps=1, progress=False), r"^l2_weight must be >= 0"),
@@ -186,6 +188,7 @@ TOO_SMALL = {
     "style_targets": (lambda m: S.style_targets(m, _img(size=8)), "style image"),
     "texture_synthesis size": (lambda m: S.texture_synthesis(m, _img(), size=(8, 40), steps=1, progress=False), "size"),
     "pgd": (lambda m: A.pgd(m, _img(size=8), 1, eps=0.03), "the optimised image"),
+    "pgd_until_fooled": (lambda m: A.pgd_until_fooled(m, _img(size=8), 1, eps=0.03), "the optimised image"),
     "deepdream": (lambda m: DD.deepdream(m, _img(size=24), layer="relu4_1", steps=1, progress=False),
                   r"the smallest octave \(3 octaves, octave_scale 1\.4\)"),
 }

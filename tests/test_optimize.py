@@ -6,6 +6,8 @@ otherwise -- the objective rises, budgets and ranges hold, a seed fixes the resu
 is left as it was, blur removes high frequencies, a universal perturbation beats noise of the
 same norm, inversion from the first layer gives the image back.
 """
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,10 @@ def test_bad_input_gets_a_clear_error(tiny_net):
         A.pgd(tiny_net, ok, 0, eps=8)
     with pytest.raises(ValueError, match="class indices"):
         A.pgd(tiny_net, ok, 12, eps=0.01, targeted=True)
+    with pytest.raises(ValueError, match="255"):
+        A.pgd_until_fooled(tiny_net, ok, 0, eps=8)
+    with pytest.raises(TypeError, match=r"targeted=True\) needs target: the class to reach"):
+        A.pgd_until_fooled(tiny_net, ok, eps=0.01, targeted=True)
 
 
 def test_lbfgs_moves_on_a_tiny_gradient_and_counts_its_evaluations(tiny_net):
@@ -301,6 +307,29 @@ def test_fgsm_and_pgd_match_torchattacks(which, tiny_net, course_model):
         atk.set_mode_targeted_by_label(quiet=True)
         t = (y + 1) % 10
         torch.testing.assert_close(A.pgd(model, x, t, eps=eps, steps=5, targeted=True), atk(x, t), rtol=0, atol=1e-6)
+    assert _no_hooks(model)
+
+
+@pytest.mark.parametrize("targeted,eps_255", [(False, 1), (True, 4)])
+def test_pgd_until_fooled_returns_the_first_fooling_iterate_of_pgd(targeted, eps_255, course_model, val_set):
+    """The early stop changes the work, not the attack: for each image, x' is the first of PGD's own
+    iterates x_t = pgd(..., steps=t), t = 0..T, that fools the network (x_T if none does), and
+    `fooled` says whether one did. float64, so that the shrinking batches round exactly like the
+    full one (a sign step turns a rounding difference in a tiny gradient into a whole step)."""
+    model = copy.deepcopy(course_model).double()
+    x, y = _photos(val_set, 8, size=64)
+    x = x.double()
+    label, eps, steps = ((y + 1) % 10 if targeted else y), eps_255 / 255, 4
+    iterates = [A.pgd(model, x, label, eps=eps, steps=t, targeted=targeted) for t in range(steps + 1)]
+    hits = torch.stack([(A.predict(model, it)[0] == label) if targeted else (A.predict(model, it)[0] != label)
+                        for it in iterates])
+    first = torch.where(hits.any(0), hits.int().argmax(0), steps)
+    expected = torch.stack([iterates[int(t)][i] for i, t in enumerate(first)])
+    adversarial, fooled = A.pgd_until_fooled(model, x, label, eps=eps, steps=steps, targeted=targeted)
+    assert torch.equal(fooled, hits.any(0))
+    assert torch.equal(adversarial, expected)
+    # (the case is not trivial: images fall at different steps, and some never do)
+    assert len(set(first[hits.any(0)].tolist())) >= 2 and not hits.any(0).all(), first
     assert _no_hooks(model)
 
 
