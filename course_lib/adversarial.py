@@ -79,6 +79,17 @@ def fgsm(model, x: torch.Tensor, target=None, *, eps: float) -> torch.Tensor:
                         projections=[opt.linf_ball(x, eps)], progress=False).image
 
 
+def _pgd_arguments(model, x, target, eps, alpha, targeted: bool, name: str):
+    """PGD's arguments checked: ``(x, target as one label per image, eps, alpha)``, ``alpha``
+    defaulting to ``eps / 4`` and ``target`` to the predicted classes (untargeted only)."""
+    eps = _check_eps(eps)
+    alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
+    x = check_pixels(x, model=model)
+    if targeted and target is None:
+        raise TypeError(f"{name}(..., targeted=True) needs target: the class to reach (an int, or one per image)")
+    return x, _labels(model, x, target, predicted_if_none=True), eps, alpha
+
+
 def pgd(model, x: torch.Tensor, target=None, *, eps: float, alpha: float | None = None, steps: int = 10,
         targeted: bool = False, progress: bool = False) -> torch.Tensor:
     """Projected gradient descent under ``|x' - x|_inf <= eps`` (no random start).
@@ -89,12 +100,7 @@ def pgd(model, x: torch.Tensor, target=None, *, eps: float, alpha: float | None 
     step size. Returns the adversarial images ``x'`` only (an attack: no history), in ``[0, 1]``,
     within budget.
     """
-    eps = _check_eps(eps)
-    alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
-    x = check_pixels(x, model=model)
-    if targeted and target is None:
-        raise TypeError("pgd(..., targeted=True) needs target: the class to reach (an int, or one per image)")
-    target = _labels(model, x, target, predicted_if_none=True)
+    x, target, eps, alpha = _pgd_arguments(model, x, target, eps, alpha, targeted, "pgd")
     j = cross_entropy(model, target, sign=-1.0 if targeted else 1.0)
     return opt.optimize(model, j, opt.PixelImage(x), steps=steps, lr=alpha, step_rule="sign",
                         projections=[opt.linf_ball(x, eps)], progress=progress, desc="PGD").image
@@ -113,13 +119,8 @@ def pgd_until_fooled(model, x: torch.Tensor, target=None, *, eps: float, alpha: 
     the forward pass of step ``t + 1``: an image that falls at step ``t`` costs ``t + 1`` passes
     instead of ``steps``. Success "at any step" is at least PGD's success after its last step (an
     image can be fooled at step 3 and not at step 10)."""
-    eps = _check_eps(eps)
-    alpha = eps / 4 if alpha is None else _check_eps(alpha, "alpha")
+    x, target, eps, alpha = _pgd_arguments(model, x, target, eps, alpha, targeted, "pgd_until_fooled")
     steps = check_int(steps, "steps", low=0)
-    x = check_pixels(x, model=model)
-    if targeted and target is None:
-        raise TypeError("pgd_until_fooled(..., targeted=True) needs target: the class to reach (an int, or one per image)")
-    target = _labels(model, x, target, predicted_if_none=True)
 
     def fools(labels, t):
         return labels == t if targeted else labels != t
