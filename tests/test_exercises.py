@@ -1,8 +1,8 @@
 """The exercises' whole grading cycle, as an instructor runs it, on fake submissions.
 
 In a temporary course folder: release every exercise (nbgrader generate_assignment), check the
-releases hold no solution and no hidden test, validate the source and released notebooks with
-nbgrader's Validator (through the sandbox), then autograde a set of fake submissions of
+releases hold no solution and no hidden test (``test_exercise_validation.py`` runs the source and
+released notebooks through nbgrader's Validator), then autograde a set of fake submissions of
 exercise 04 -- the reference solution, an untouched release, a partly right one, an endless
 loop, a memory bomb, one that tampers with the tests, one that tries to escape the sandbox,
 and one that hangs its notebook -- and check every grade, the feedback, and that nothing
@@ -34,8 +34,10 @@ EXERCISES = ROOT / "exercises"
 GRADER_BIN = EXERCISES / ".venv-grader" / "bin"
 ASSIGNMENTS = sorted(p.name for p in (EXERCISES / "source").iterdir() if (p / f"{p.name}.ipynb").exists())
 CAM = "ex04_cam"
-# tight limits for the fixtures: the reference solution needs a few seconds per notebook
-LIMITS = {"timeout": 60, "cell_timeout": 10, "call_timeout": 5, "memory_mb": 2048}
+# tight limits for the fixtures: the reference solution needs a few seconds per notebook (90 s for the whole
+# notebook: room for a busy machine). Every grading test uses these, so that each exercise's reference is
+# checked once per run (the pre-flight: test_exercise_validation.py records it first)
+LIMITS = {"timeout": 90, "cell_timeout": 10, "call_timeout": 5, "memory_mb": 2048}
 HANG_LIMITS = {**LIMITS, "timeout": 16, "cell_timeout": 4}
 
 
@@ -405,28 +407,6 @@ def test_committed_release_matches_the_source(cycle):
         assert [(c.cell_type, c.source, c.metadata.get("nbgrader")) for c in committed.cells] == \
                [(c.cell_type, c.source, c.metadata.get("nbgrader")) for c in fresh.cells], \
                f"{committed_path} is out of date: run `make release`"
-
-
-def _validate(paths, release=False) -> dict:
-    settings = [f"--set=SandboxedExecute.{k}={v}" for k, v in LIMITS.items()]
-    proc = grader_python("-m", "grader", "validate", "--json", *settings, *(["--release"] if release else []),
-                         *map(str, paths))
-    assert proc.returncode in (0, 1), proc.stderr[-4000:]
-    return json.loads(proc.stdout[proc.stdout.index("{"):])
-
-
-def test_source_notebooks_pass_their_own_tests(cycle):
-    """nbgrader's Validator (through the sandbox): with the solutions, every test cell passes."""
-    paths = [cycle["course"] / "source" / a / f"{a}.ipynb" for a in ASSIGNMENTS]
-    results = _validate(paths)
-    assert results == {str(p): {} for p in paths}, json.dumps(results, indent=1)[:6000]
-
-
-def test_released_notebooks_fail_every_test(cycle):
-    """Without solutions, no test cell passes (no test that cannot fail), and the checksums are intact."""
-    paths = [cycle["course"] / "release" / a / f"{a}.ipynb" for a in ASSIGNMENTS]
-    results = _validate(paths, release=True)
-    assert results == {str(p): {} for p in paths}, json.dumps(results, indent=1)[:6000]
 
 
 # --------------------------------------------------------------------------- grades

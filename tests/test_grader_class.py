@@ -5,10 +5,11 @@ writes the gradebook.
 One small class (exercise 04: a reference, a partial and a broken answer) is graded three ways:
 inside nbgrader one at a time (``--workers 0``, the old path), by two local worker processes, and
 on a real Dask cluster on 127.0.0.1 (a scheduler and two ``dask worker`` processes) after two
-submissions changed, with one worker killed in the middle of a job. Every grade and every feedback
-page must be the same. The attack fixtures of ``test_grader_attacks.py`` are graded there in one
-parallel batch (two workers): a hostile submission beside an honest one changes nothing in its
-result. And a grading side that cannot grade stops before any grade is written.
+submissions changed, with one worker killed in the middle of a job (their answers are ones graded one
+at a time before). Every grade and every feedback page must be the same. The attack fixtures of
+``test_grader_attacks.py`` are graded there in one parallel batch (two workers): a hostile
+submission beside an honest one changes nothing in its result. And a grading side that cannot grade (limits too tight to start Python, a reference solution
+that fails its own tests, a Python the sandbox cannot run) stops before any grade is written.
 """
 from __future__ import annotations
 
@@ -174,7 +175,6 @@ def test_a_dask_cluster_grades_the_same_with_a_worker_killed_mid_job(graded, clu
     answers = graded["pool"]["answers"]
     for s, key in (("bob", "bob-fixed"), ("dave", "dave")):             # a changed and a new submission
         submit(course, s, CAM, answers[key])
-        submit(one["course"], s, CAM, answers[key])
     proc = _autograde(course, "--scheduler", cluster["address"], wait=False)
     killed = None
     deadline = time.monotonic() + 300
@@ -191,12 +191,13 @@ def test_a_dask_cluster_grades_the_same_with_a_worker_killed_mid_job(graded, clu
     assert "graded     2 of 2" in out and "crashed    0" in out, out[-3000:]
     assert f":{killed}" not in out.split("autograde: slowest")[1]       # its job was run again elsewhere
     assert "No result from a grading worker" not in out
-    # the same class graded inside nbgrader, one at a time
-    assert _autograde(one["course"], "--workers", "0").returncode == 0
-    grades = _grades(course)
-    assert grades == _grades(one["course"]) == {**SCORES, **LATER}
+    # the same answers were graded inside nbgrader, one at a time, by the first fixture: bob's new notebook
+    # holds alice's answers, dave's those of bob's first one
+    assert answers["bob-fixed"] == answers["alice"] and answers["dave"] == answers["bob"]
+    assert _grades(course) == {**SCORES, **LATER} and _grades(one["course"]) == SCORES
     assert _gradebook_rows(course) == 4                                   # one submission each: none twice
-    assert _feedback(course) == _feedback(one["course"])
+    cluster_pages, local = _feedback(course), _feedback(one["course"])
+    assert cluster_pages == {**local, "bob": local["alice"], "dave": local["bob"]}
     restarted = "".join((cluster["logs"] / f"worker{i}.log").read_text(errors="replace") for i in range(2))
     assert re.search(r"[Rr]estarting worker|Worker process \d+ was killed", restarted), restarted[-3000:]
 
@@ -211,6 +212,23 @@ def test_a_grading_side_that_cannot_grade_stops_before_any_grade(grader_ready, t
     assert proc.returncode == 2, proc.stdout[-4000:]
     assert "the grading side cannot grade" in proc.stdout and "no grade was written" in proc.stdout
     assert "the test process could not start" in proc.stdout           # (the reference's job or alice's: first)
+    assert not (course / "autograded").exists() and _gradebook_rows(course) == 0
+
+
+def test_a_reference_solution_that_fails_its_own_tests_stops_before_any_grade(grader_ready, tmp_path):
+    course, answers = _course(tmp_path, "bad_reference")
+    submit(course, "alice", CAM, answers["alice"])
+    source = course / "source" / CAM / f"{CAM}.ipynb"          # the instructor's Grad-CAM loses its ReLU
+    nb = nbformat.read(source, as_version=4)
+    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "grad_cam"]
+    assert len(cells) == 1 and PARTIAL_GRAD_CAM_BUG[0] in cells[0].source
+    cells[0].source = cells[0].source.replace(*PARTIAL_GRAD_CAM_BUG)
+    nbformat.write(nb, source)
+    proc = _autograde(course, "--workers", "1")                 # (a new source: never checked before)
+    assert proc.returncode == 2, proc.stdout[-4000:]
+    assert "1 reference solution(s) to check first" in proc.stdout, proc.stdout[-4000:]
+    assert re.search(r"the grading side cannot grade: the reference solution of ex04_cam does not pass its own "
+                     r"tests when graded: test_grad_cam_\w+: ", proc.stdout), proc.stdout[-4000:]
     assert not (course / "autograded").exists() and _gradebook_rows(course) == 0
 
 

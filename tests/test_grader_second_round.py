@@ -34,7 +34,6 @@ from test_submission_input import _wrapper  # (it also puts exercises/ on sys.pa
 
 #: the exercises the batch grades (each one's source is copied into the temporary course)
 BATCH_EXERCISES = ("ex04_cam", "ex05_adversarial", "ex06_gram", "ex08_fast_style")
-BATCH_LIMITS = {**LIMITS, "timeout": 90}
 
 #: class -> {(exercise, student): total score expected in grades.csv}; class 0: the honest references
 EXPECTED: dict[int, dict[tuple[str, str], float]] = {
@@ -474,7 +473,7 @@ def batch(tmp_path_factory, grader_ready):
     cwd.mkdir()
     (cwd / "nbgrader_config.py").write_text(f"load_subconfig({str(EXERCISES / 'nbgrader_config.py')!r})\n")
     t = time.monotonic()
-    proc = _wrapper(course, cwd, "*", *limits(BATCH_LIMITS), timeout=1500)
+    proc = _wrapper(course, cwd, "*", *limits(LIMITS), timeout=1500)
     seconds = time.monotonic() - t
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
     nbgrader(course, "export", f"--to={course / 'grades.csv'}")

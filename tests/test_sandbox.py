@@ -274,3 +274,20 @@ def test_normal_work_still_runs():
     assert out["dot"] == 3.0 and out["grad"] == [2, 3, 32, 32] and out["numpy"] == 180.0
     assert out["png"] > 1000 and out["posix shm"] == 7
     assert out["fd"] == "from the driver"
+
+
+def test_cgroups_left_by_killed_graders_are_removed_and_no_others(tmp_path):
+    """A grading process killed in the middle of a job leaves its (empty) cgroups behind; the next one
+    removes them: only those named after a process that is gone, and only when empty."""
+    gone = 4_194_304 + 7                   # above the kernel's highest pid: no such process
+    (tmp_path / "pids").mkdir()
+    stale = [tmp_path / f"nbgrader-sandbox-{gone}-1", tmp_path / "pids" / f"nbgrader-sandbox-{gone}-2"]
+    alive = tmp_path / f"nbgrader-sandbox-{os.getpid()}-1"          # this process: still running
+    busy = tmp_path / f"nbgrader-sandbox-{gone}-3"                  # not empty (as a cgroup something runs in)
+    other = tmp_path / "user.slice"
+    for d in stale + [alive, busy, other]:
+        d.mkdir()
+    (busy / "cgroup.procs").write_text("1\n")
+    sandbox._remove_stale_cgroups(tmp_path)
+    assert not any(d.exists() for d in stale)
+    assert alive.is_dir() and busy.is_dir() and other.is_dir()

@@ -61,21 +61,43 @@ def _settings(pairs) -> dict:
 
 
 def validate(paths, release: bool = False, settings=None):
-    """``{path: Validator result}`` for each notebook (an empty result means: as expected)."""
+    """``{path: Validator result}`` for each notebook (an empty result means: as expected).
+
+    A source notebook that validates is a reference solution that passes its own tests in the sandbox,
+    with these limits: what ``autograde``'s pre-flight checks. It is recorded as such
+    (:func:`grader.pool.record_preflights`), so the next ``autograde`` with the same limits, code and
+    Python does not run it again."""
     from nbgrader.preprocessors import CheckCellMetadata, ClearOutput
     from nbgrader.validator import Validator
 
     from .execute import SandboxedExecute
+    from .pool import preflight_key, record_preflights, reference_failures
+
+    class Recording(SandboxedExecute):   # keeps the executed notebook, for the pre-flight record
+        executed = None
+
+        def preprocess(self, nb, resources):
+            nb, resources = super().preprocess(nb, resources)
+            Recording.executed = nb
+            return nb, resources
 
     cfg = _config()
     for (section, name), value in (settings or {}).items():
         cfg[section][name] = value
-    results = {}
+    limits = {name: value for (section, name), value in (settings or {}).items() if section == "SandboxedExecute"}
+    python = SandboxedExecute(config=cfg).python
+    results, passed = {}, {}
     for p in paths:
-        v = Validator(config=cfg, preprocessors=[CheckCellMetadata, ClearOutput, SandboxedExecute])
+        v = Validator(config=cfg, preprocessors=[CheckCellMetadata, ClearOutput, Recording])
         v.invert = release
+        Recording.executed = None
         # released notebooks carry checksums; the source ones do not
         results[str(p)] = v.validate(os.path.abspath(p))
+        if not release and not results[str(p)] and Recording.executed is not None \
+                and not reference_failures(Recording.executed):   # autograde's pre-flight, passed
+            text = Path(p).read_text(encoding="utf-8")
+            passed[preflight_key(text, limits, python)] = f"{Path(p).parent.name}/{Path(p).stem}"
+    record_preflights(passed)
     return results
 
 

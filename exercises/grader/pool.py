@@ -28,8 +28,8 @@ pass its own tests in the sandbox (its jobs go first). No grade is recorded befo
 grading side that cannot grade stops the run, with the reason, and nothing is written. A job that
 fails on the grading side later (:class:`~grader.execute.GradingSideError`) stops the run too.
 
-A reference solution that passed once is not run again while nothing it depends on changed
-(``exercises/.grader-results/preflight.json``). What was graded is remembered in the course's
+A reference solution that passed once -- here, or in ``python -m grader validate``, which runs the same
+check -- is not run again while nothing it depends on changed (``exercises/.grader-results/preflight.json``). What was graded is remembered in the course's
 ``.grader-results/graded.json`` (a stamp per submission: its
 files, the source notebook, the limits and the grading code), so a second run grades only what
 changed.
@@ -69,6 +69,22 @@ def code_fingerprint() -> str:
         if f.is_file():
             h.update(f"{f.relative_to(REPO)}\0".encode() + f.read_bytes() + b"\0")
     return h.hexdigest()[:20]
+
+
+def preflight_key(text: str, settings: dict, python: str) -> str:
+    """What a reference solution's pre-flight pass depends on: the source notebook (its text), the
+    limits (``--SandboxedExecute.*``), the grading code, the course's Python and the CPU variables."""
+    return _sha256(json.dumps([text, settings, code_fingerprint(), python,
+                               {k: os.environ.get(k, "") for k in CPU_VARIABLES}], sort_keys=True,
+                              default=str).encode())
+
+
+def record_preflights(passed: dict) -> None:
+    """Add passes ({key: "exercise/notebook"}) to the record of reference solutions that passed:
+    the pre-flights of ``autograde`` and the source notebooks ``grader validate`` found passing
+    (the same check: every test cell of the reference passes in the sandbox, with these limits)."""
+    if passed:
+        _save(PREFLIGHT, {**_load(PREFLIGHT), **passed})
 
 
 # --------------------------------------------------------------------------- jobs
@@ -126,10 +142,17 @@ def run_job(job: Job) -> dict:
 
 
 def _preflight_failures(ex, nb) -> list[str]:
-    """The test cells of an executed reference solution that did not pass (what ``grader validate`` checks)."""
+    """The test cells of a reference solution that did not pass when graded, and what the grading reported."""
+    nb, _ = ex.preprocess(nb, {})
+    return reference_failures(nb)
+
+
+def reference_failures(nb) -> list[str]:
+    """What keeps a reference solution, graded (``nb``: executed by ``SandboxedExecute``), from passing its
+    pre-flight: its test cells that failed (what ``grader validate`` checks too), and the events its report
+    lists (a flag, a note on the grading)."""
     from .rebuild import is_test_cell
 
-    nb, _ = ex.preprocess(nb, {})
     failed = []
     for cell in nb.cells:
         if cell.cell_type == "code" and is_test_cell(cell):
@@ -179,7 +202,13 @@ class _Local:
     def submit(self, job: Job):
         return self.pool.submit(run_job, job)
 
-    def close(self):
+    def close(self, abort: bool = False):
+        """Wait for the running jobs; with ``abort`` (the run is broken: no grade will be written),
+        stop them: their worker processes are killed, and their sandboxes with them (bwrap's
+        ``--die-with-parent``)."""
+        if abort:
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> str:
@@ -196,11 +225,17 @@ class _Dask:
 
         self.client = Client(address, timeout=30)
         self.address = address
+        self.futures = []
 
     def submit(self, job: Job):
-        return self.client.submit(run_job, job, pure=False, key=f"grade-{job.kind}-{job.name}-{time.time_ns()}")
+        f = self.client.submit(run_job, job, pure=False, key=f"grade-{job.kind}-{job.name}-{time.time_ns()}")
+        self.futures.append(f)
+        return f
 
-    def close(self):
+    def close(self, abort: bool = False):
+        pending = [f for f in self.futures if not f.done()]
+        if abort and pending:
+            self.client.cancel(pending, force=True)
         self.client.close()
 
     def describe(self) -> str:
@@ -329,8 +364,7 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
     for a in sorted({a for _, a in due}):
         for n in sorted(p.stem for p in (root / "source" / a).glob("*.ipynb")):
             text = (root / "source" / a / f"{n}.ipynb").read_text(encoding="utf-8")
-            ref = _sha256(json.dumps([text, settings, code_fingerprint(), prep.execute.python,
-                                      {k: os.environ.get(k, "") for k in CPU_VARIABLES}], default=str).encode())
+            ref = preflight_key(text, settings, prep.execute.python)
             if ref not in checked:   # (a set of passes: other limits or code keep their own entries)
                 preflights.append(Job("preflight", "reference", a, n, text, ref, settings))
     todo = [(s, a, n) for (s, a), names in sorted(due.items(), key=lambda kv: (kv[0][1], kv[0][0])) for n in names
@@ -437,11 +471,11 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
             if out.broken:
                 break
         if not out.broken:
-            _save(PREFLIGHT, {**_load(PREFLIGHT), **checked})
+            record_preflights(checked)
         return out
     finally:
         bar.close()
-        engine.close()
+        engine.close(abort=out.broken is not None)    # (broken: what still runs would be thrown away)
         out.seconds = time.monotonic() - start
 
 

@@ -337,6 +337,20 @@ def _user_processes() -> int:
     return n
 
 
+def _remove_stale_cgroups(root: Path) -> None:
+    """Remove the empty cgroups left by grading processes that were killed (a worker stopped in the middle
+    of a job: ``remove`` never ran). A cgroup is named after the process that made it; only those whose
+    process is gone are touched, and ``rmdir`` removes a cgroup only when nothing runs in it."""
+    for base in (root, root / "pids", root / "memory", root / "cpuacct"):
+        for d in base.glob("nbgrader-sandbox-*-*") if base.is_dir() else ():
+            pid = d.name.split("-")[2]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+
+
 class Cgroup:
     """A fresh cgroup for one sandbox (root only, best effort): a cap on processes and on total memory.
 
@@ -350,10 +364,12 @@ class Cgroup:
         self.dirs: list[Path] = []
         if os.geteuid() != 0:
             return
+        v2 = Path("/sys/fs/cgroup")
+        if Cgroup._count == 0:
+            _remove_stale_cgroups(v2)
         Cgroup._count += 1
         name = f"nbgrader-sandbox-{os.getpid()}-{Cgroup._count}"
         memory = limits.memory + limits.tmp_size + limits.shm_size + (1 << 30)
-        v2 = Path("/sys/fs/cgroup")
         controllers = (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []
         if controllers:
             settings = {"pids.max": limits.processes} if "pids" in controllers else {}
