@@ -120,7 +120,8 @@ def pixel_vectors(x: torch.Tensor) -> torch.Tensor:
 
 def uint8_pixel_vectors(pixels: torch.Tensor) -> torch.Tensor:
     """:func:`pixel_vectors` of 8-bit images ``[N, 3, S, S]``: ``p / 255``, flattened."""
-    return pixel_vectors(pixels.float() / 255)
+    # (a float32 copy, divided in place: the same numbers as pixels.float() / 255 in half the time)
+    return pixel_vectors(pixels.to(torch.float32, copy=True).div_(255))
 
 
 # --------------------------------------------------------------------------- a whole dataset, cached
@@ -245,11 +246,12 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str = "euclidea
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two matrices [Na, D] and [Nb, D], got shapes {list(a.shape)} and {list(b.shape)}")
     a, b = a.float(), b.float()
+    dot = a @ b.T
+    # (the norms in one pass over each matrix, without copies of it: the widgets search thousands of images)
     if metric == "cosine":
-        an = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        bn = b / b.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return 1 - an @ bn.T
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+        na, nb = torch.linalg.vector_norm(a, dim=1).clamp_min(1e-12), torch.linalg.vector_norm(b, dim=1).clamp_min(1e-12)
+        return 1 - dot / (na[:, None] * nb[None, :])
+    sq = torch.einsum("ij,ij->i", a, a)[:, None] + torch.einsum("ij,ij->i", b, b)[None, :] - 2 * dot
     return sq.clamp_min(0).sqrt()
 
 
