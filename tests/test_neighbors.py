@@ -376,3 +376,21 @@ def test_squeezenet_features_are_its_pooled_conv10_input():
     assert phi.shape == (2, 512)
     close(phi, acts["fire9"].mean(dim=(2, 3)))
     assert isinstance(get_layer(net, "conv10"), torch.nn.Conv2d)
+
+
+def test_a_pixel_search_with_the_cached_norms_finds_exactly_what_it_found_without():
+    """FeatureSet keeps the images' squared pixel norms: the same numbers, bit for bit, as computing them each time."""
+    from course_lib.neighbors import FeatureSet, uint8_pixel_vectors
+
+    u8 = torch.tensor(np.random.default_rng(7).integers(0, 256, (40, 3, 8, 8), dtype=np.uint8))
+    u8[5] = u8[9]                                                           # a tie: the lower index first
+    fs = FeatureSet(torch.zeros(40, 2), u8, torch.arange(40) % 3, list(range(40)), "fc")
+    for queries in (None, [5, 9, 30]):
+        got = fs.nearest("pixels", 4, queries, "euclidean")
+        plain = nearest_neighbors(u8, 4, queries, "euclidean", vectors=uint8_pixel_vectors)
+        assert torch.equal(got[0], plain[0]) and torch.equal(got[1], plain[1])
+    v = uint8_pixel_vectors(u8)
+    assert torch.equal(fs._pixel_squared_norms(), (v * v).sum(1))
+    assert torch.equal(fs.nearest("pixels", 3, [2], "cosine")[0], nearest_neighbors(u8, 3, [2], "cosine",
+                                                                                   vectors=uint8_pixel_vectors)[0])
+    assert fs.nearest("pixels", 1, [5])[0].item() == 9 and fs.nearest("pixels", 1, [9])[0].item() == 5
