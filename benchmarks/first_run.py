@@ -27,6 +27,26 @@ REPO = Path(__file__).resolve().parents[1]
 GOAL = 240.0   # seconds: issue 30's "each notebook's first Run All, alone, real settings, empty cache"
 
 
+def reference_pass() -> float:
+    """The reference of a run, measured and printed with the machine: one forward + backward pass of the
+    course model on one image (``course_lib.timing.pass_seconds``), in seconds."""
+    from course_lib.models import load_model
+    from course_lib.timing import cpu_name, has_bf16_units, pass_seconds
+
+    reference = pass_seconds(load_model("course"), backward=True)
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores, bf16 units: {'yes' if has_bf16_units() else 'no'}); "
+          f"reference: one forward + backward of the course model, one image, {reference * 1000:.1f} ms", flush=True)
+    return reference
+
+
+def write_json(path: Path, rows_name: str, rows: list, reference: float) -> None:
+    """The results of a run, with the machine and its reference pass."""
+    from course_lib.timing import cpu_name
+
+    path.write_text(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "reference_seconds": reference,
+                                rows_name: rows}, indent=1))
+
+
 def cell_seconds(nb) -> list[tuple[float, int, str]]:
     """``(seconds, cell index, first line)`` of every executed code cell, slowest first."""
     out = []
@@ -58,12 +78,7 @@ def main(argv=None) -> int:
     import nbformat
     from book import run_one
 
-    from course_lib.models import load_model
-    from course_lib.timing import cpu_name, has_bf16_units, pass_seconds
-
-    reference = pass_seconds(load_model("course"), backward=True)
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores, bf16 units: {'yes' if has_bf16_units() else 'no'}); "
-          f"reference: one forward + backward of the course model, one image, {reference * 1000:.1f} ms")
+    reference = reference_pass()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp)
@@ -84,8 +99,7 @@ def main(argv=None) -> int:
     total = sum(r["seconds"] for r in rows)
     print(f"| all, one after the other | {total:.0f} | | |")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "reference_seconds": reference,
-                                         "notebooks": rows}, indent=1))
+        write_json(args.json, "notebooks", rows, reference)
     return 0
 
 

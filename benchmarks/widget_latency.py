@@ -76,12 +76,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.pop("COURSE_FAST", None)
 
-    from course_lib.models import load_model
-    from course_lib.timing import cpu_name, has_bf16_units, pass_seconds
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from first_run import reference_pass, write_json
 
-    reference = pass_seconds(load_model("course"), backward=True)
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores, bf16 units: {'yes' if has_bf16_units() else 'no'}); "
-          f"reference: one forward + backward of the course model, one image, {reference * 1000:.1f} ms", flush=True)
+    reference = reference_pass()
     table = []
     for path in args.notebooks:
         t = time.time()
@@ -99,8 +97,7 @@ def main(argv=None) -> int:
         print(f"| {r['notebook'][:2]} | `{r['function']}` | {r['control']} {what} | {r['n']} | {r['median']:.2f} | "
               f"{r['p95']:.2f} | {r['max']:.2f} ({r['at']}) | {'yes' if r['p95'] <= r['goal'] else 'no'} |")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "reference_seconds": reference,
-                                         "rows": table}, indent=1))
+        write_json(args.json, "rows", table, reference)
     return 0
 
 
