@@ -202,11 +202,11 @@ class _Local:
     def submit(self, job: Job):
         return self.pool.submit(run_job, job)
 
-    def close(self, abort: bool = False):
-        """Wait for the running jobs; with ``abort`` (the run is broken: no grade will be written),
-        stop them: their worker processes are killed, and their sandboxes with them (bwrap's
-        ``--die-with-parent``)."""
-        if abort:
+    def close(self, abandon=()):
+        """Wait for the running jobs; with ``abandon`` (futures whose results are not wanted: the run is
+        broken, no grade will be written), stop them instead: the worker processes are killed, and their
+        sandboxes with them (bwrap's ``--die-with-parent``)."""
+        if abandon:
             for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
                 proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -225,17 +225,13 @@ class _Dask:
 
         self.client = Client(address, timeout=30)
         self.address = address
-        self.futures = []
 
     def submit(self, job: Job):
-        f = self.client.submit(run_job, job, pure=False, key=f"grade-{job.kind}-{job.name}-{time.time_ns()}")
-        self.futures.append(f)
-        return f
+        return self.client.submit(run_job, job, pure=False, key=f"grade-{job.kind}-{job.name}-{time.time_ns()}")
 
-    def close(self, abort: bool = False):
-        pending = [f for f in self.futures if not f.done()]
-        if abort and pending:
-            self.client.cancel(pending, force=True)
+    def close(self, abandon=()):
+        if abandon:
+            self.client.cancel(list(abandon), force=True)
         self.client.close()
 
     def describe(self) -> str:
@@ -475,7 +471,9 @@ def run(root: Path, due: dict, settings: dict, *, workers: int | None = None, sc
         return out
     finally:
         bar.close()
-        engine.close(abort=out.broken is not None)    # (broken: what still runs would be thrown away)
+        with lock:   # (broken: what still runs would be thrown away)
+            abandon = list(pending) if out.broken else []
+        engine.close(abandon)
         out.seconds = time.monotonic() - start
 
 
