@@ -72,7 +72,9 @@ def _is_slider(w) -> bool:
 
 
 def _extreme(w, which: str):
-    if type(w).__name__ == "FloatLogSlider":
+    import ipywidgets as W
+
+    if isinstance(w, W.FloatLogSlider):
         return float(w.base ** (w.min if which == "min" else w.max))
     return w.min if which == "min" else w.max
 
